@@ -1,0 +1,1 @@
+"""hardpos_jax: CLIP with hard negatives and hard positives in JAX/Flax."""

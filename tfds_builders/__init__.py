@@ -1,0 +1,1 @@
+"""TFDS builders of hardpos_jax; importing this registers them with tfds."""
