@@ -1,0 +1,140 @@
+"""Two-tower CLIP: image and text towers with a learned temperature.
+
+Params:
+
+  t []          log of the logit scale (logit_scale = exp(t), OpenAI's
+                `logit_scale`, initialised to log(1 / 0.07))
+  img/...       models/vit.py
+  txt/...       models/text.py
+
+A model is described by a plain dict (a ConfigDict in configs/):
+`{"image": {...VisionTransformer fields}, "text": {...TextTransformer
+fields}, "embed_dim": E, "dtype": ..., "remat": ...}`; `model_config(variant,
+**overrides)` builds it from a variant string.
+"""
+
+import copy
+import math
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hardpos_jax.models.text import TextTransformer
+from hardpos_jax.models.vit import VisionTransformer
+
+# OpenAI CLIP architectures (open_clip's model_configs/ViT-*.json).
+VARIANTS = {
+    "B/32": dict(
+        image=dict(width=768, depth=12, num_heads=12, mlp_dim=3072,
+                   patch_size=32),
+        text=dict(width=512, depth=12, num_heads=8, mlp_dim=2048),
+        embed_dim=512, image_size=224,
+    ),
+    "B/16": dict(
+        image=dict(width=768, depth=12, num_heads=12, mlp_dim=3072,
+                   patch_size=16),
+        text=dict(width=512, depth=12, num_heads=8, mlp_dim=2048),
+        embed_dim=512, image_size=224,
+    ),
+    "L/14": dict(
+        image=dict(width=1024, depth=24, num_heads=16, mlp_dim=4096,
+                   patch_size=14),
+        text=dict(width=768, depth=12, num_heads=12, mlp_dim=3072),
+        embed_dim=768, image_size=224,
+    ),
+}
+
+# What makes a tower numerically OpenAI's CLIP vs big_vision's defaults.
+OPENAI_STYLE = dict(
+    image=dict(act="quick_gelu", pool="cls", patch_bias=False, ln_pre=True,
+               head_bias=False),
+    text=dict(act="quick_gelu", pool="eot", causal=True, head_bias=False,
+              vocab_size=49408, context_length=77),
+)
+
+
+def model_config(variant: str | None = None, **overrides: Any) -> dict:
+  """A model description: a variant's sizes, OpenAI style, then `overrides`.
+
+  Args:
+    variant: one of VARIANTS, or None to give every size in `overrides`.
+    **overrides: `image`/`text` dicts merged key by key, or top-level keys
+      (`embed_dim`, `image_size`, `dtype`, `remat`).
+
+  Returns:
+    A nested dict accepted by `CLIP(**config)`.
+  """
+  if variant is not None and variant not in VARIANTS:
+    raise ValueError(f"Unknown variant {variant!r}; choose from "
+                     f"{sorted(VARIANTS)}")
+  config = copy.deepcopy(OPENAI_STYLE)
+  config.update(dtype="float32", remat=False)
+  for key, value in {**VARIANTS.get(variant, {}), **overrides}.items():
+    if key in ("image", "text"):
+      config[key].update(value)
+    else:
+      config[key] = value
+  return config
+
+
+class CLIP(nn.Module):
+  """Image and text towers projecting into one E-dim space."""
+
+  image: Mapping[str, Any]
+  text: Mapping[str, Any]
+  embed_dim: int
+  image_size: int = 224
+  dtype: str = "float32"
+  remat: bool = False
+  # log(1/0.07), OpenAI CLIP's initial temperature.
+  t_init: float = math.log(1 / 0.07)
+
+  def setup(self):
+    common = dict(out_dim=self.embed_dim, dtype=jnp.dtype(self.dtype),
+                  remat=self.remat)
+    self.img = VisionTransformer(**self.image, **common)
+    self.txt = TextTransformer(**self.text, **common)
+    self.t = self.param("t", nn.initializers.constant(self.t_init), ())
+
+  def __call__(
+      self, images: jax.Array | None = None, text: jax.Array | None = None
+  ) -> tuple[jax.Array | None, jax.Array | None, dict]:
+    """Embeds either or both modalities.
+
+    Args:
+      images: [B, S, S, 3] CLIP-normalised float images, or None.
+      text: [T, L] int32 token ids, or None.
+
+    Returns:
+      (zimg [B, E] or None, ztxt [T, E] or None, out) with float32
+      L2-normalised embeddings; `out` holds `logit_scale` (exp(t)) and the
+      towers' intermediates under `img/` and `txt/`.
+    """
+    zimg = ztxt = None
+    out = {"logit_scale": jnp.exp(self.t)}
+    if images is not None:
+      zimg, img_out = self.img(images)
+      out.update({f"img/{k}": v for k, v in img_out.items()})
+      zimg = l2_normalize(zimg)
+    if text is not None:
+      ztxt, txt_out = self.txt(text)
+      out.update({f"txt/{k}": v for k, v in txt_out.items()})
+      ztxt = l2_normalize(ztxt)
+    return zimg, ztxt, out
+
+
+def l2_normalize(x: jax.Array) -> jax.Array:
+  """[N, E] -> [N, E] float32 unit rows (normalised in fp32 under bf16)."""
+  x = x.astype(jnp.float32)
+  return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def init_params(config: Mapping[str, Any], rng: jax.Array) -> dict:
+  """Random params for `CLIP(**config)`, shapes only traced (no big compute)."""
+  model = CLIP(**config)
+  size = config["image_size"]
+  images = jnp.zeros((1, size, size, 3), jnp.float32)
+  text = jnp.zeros((1, config["text"]["context_length"]), jnp.int32)
+  return jax.jit(model.init)(rng, images, text)["params"]
