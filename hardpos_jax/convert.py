@@ -178,8 +178,8 @@ def flax_to_openai(params: Mapping, config: Mapping[str, Any]) -> dict:
   state = {}
   for key, path, kind in _rules(config):
     get = lambda sub, path=path: flat[(*path, *sub)]
-    state[key] = np.ascontiguousarray(
-        _KINDS[kind][1](get, _heads(config, path)))
+    state[key] = np.asarray(_KINDS[kind][1](get, _heads(config, path)),
+                            order="C")
   return state
 
 
@@ -298,7 +298,7 @@ def openai_to_hf(state: Mapping[str, np.ndarray]) -> dict:
   for key, value in state.items():
     if key in dict((b, a) for a, b in _HF_PROJECTIONS):
       hf = dict((b, a) for a, b in _HF_PROJECTIONS)[key]
-      out[hf] = np.ascontiguousarray(value.T)
+      out[hf] = np.asarray(value.T, order="C")
     elif ".attn.in_proj_" in key:
       base, kind = key.split(".attn.in_proj_")
       hf = _rename(base + ".", prefixes, inner) + "self_attn."

@@ -153,12 +153,17 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"No weights file at {path}")
-  if path.endswith(".safetensors"):
-    state = safetensors.numpy.load_file(path)
-  elif is_torchscript(path):
-    state = read_torchscript(path)
-  else:
-    state = _torch_load(path)
+  try:
+    if path.endswith(".safetensors"):
+      state = safetensors.numpy.load_file(path)
+    elif is_torchscript(path):
+      state = read_torchscript(path)
+    else:
+      state = _torch_load(path)
+  except (safetensors.SafetensorError, zipfile.BadZipFile, EOFError,
+          RuntimeError) as e:
+    raise ValueError(f"{path}: unreadable or truncated weights file: {e}"
+                     ) from e
   state = {k.removeprefix("module."): v for k, v in state.items()}
   return {k: v for k, v in state.items()
           if not k.endswith(_NON_WEIGHT_SUFFIXES)}
@@ -170,14 +175,14 @@ def write_state_dict(state: dict[str, np.ndarray], path: str) -> None:
   Writes to a temporary name and renames, so a failure leaves nothing behind.
   """
   tmp = path + ".tmp"
-  state = {k: np.ascontiguousarray(v) for k, v in state.items()}
+  state = {k: np.asarray(v, order="C") for k, v in state.items()}
   try:
     if path.endswith(".safetensors"):
       safetensors.numpy.save_file(state, tmp)
     elif path.endswith((".pt", ".pth", ".bin")):
       import torch  # pylint: disable=g-import-not-at-top
 
-      torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp)
+      torch.save({k: torch.tensor(v) for k, v in state.items()}, tmp)
     else:
       raise ValueError(f"{path}: unknown weights format; use .safetensors, "
                        ".pt, .pth or .bin")

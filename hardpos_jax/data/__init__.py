@@ -1,0 +1,1 @@
+"""Input pipeline: TFDS sources, preprocessing, global batches."""
