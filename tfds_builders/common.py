@@ -1,0 +1,290 @@
+"""What the hardpos_jax builders share: input checks, images, skipping.
+
+Every problem with a manual_dir file raises `DataError` with a message that
+names the file and the row (or key, or line). Problems with one example are
+raised inside `ManualDataBuilder._generate_examples`, which either stops the
+build (the default) or, with `skip_bad_examples=True`, skips the example, logs
+it and counts it in `info.metadata["skipped"]`. Problems with a whole file (a
+missing file, a JSON syntax error, files that do not line up) always stop the
+build.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import pathlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from absl import logging
+from etils import epath
+from PIL import Image
+import tensorflow_datasets as tfds
+
+# tf.image.encode_jpeg's default, used when an image must be re-encoded (a
+# crop, or a greyscale/CMYK/non-JPEG source).
+JPEG_QUALITY = 95
+
+# How many skip reasons `info.metadata` keeps per split; the count is exact.
+MAX_SKIP_REASONS = 100
+
+Key = int | str
+Example = dict[str, Any]
+
+
+class DataError(ValueError):
+  """Bad input in a manual_dir file; the message names file and row."""
+
+
+def _check_exists(path: pathlib.Path) -> None:
+  if not path.is_file():
+    raise DataError(
+        f"{path} is missing: manual_dir must hold it (see docs/data.md)."
+    )
+
+
+def read_json(path: pathlib.Path) -> Any:
+  """Returns the parsed JSON file at `path`; any problem names the file."""
+  _check_exists(path)
+  try:
+    return json.loads(path.read_text(encoding="utf-8"))
+  except json.JSONDecodeError as e:
+    raise DataError(
+        f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+    ) from e
+  except (OSError, UnicodeDecodeError) as e:
+    raise DataError(f"{path} cannot be read: {e}") from e
+
+
+def read_lines(path: pathlib.Path) -> list[str]:
+  """Returns the lines of a JSONL file; parse each with `parse_json_line`."""
+  _check_exists(path)
+  try:
+    return path.read_text(encoding="utf-8").splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    raise DataError(f"{path} cannot be read: {e}") from e
+
+
+def parse_json_line(path: pathlib.Path, index: int, line: str) -> Any:
+  """Parses line `index` (0-based) of the JSONL file `path`."""
+  try:
+    return json.loads(line)
+  except json.JSONDecodeError as e:
+    raise DataError(
+        f"{path}, line {index + 1}: malformed JSON at column {e.colno}: {e.msg}"
+    ) from e
+
+
+def as_object(value: Any, what: str) -> Mapping[str, Any]:
+  """Returns `value` if it is a JSON object; `what` names it in the error."""
+  if not isinstance(value, Mapping):
+    raise DataError(f"{what} is not a JSON object: {value!r:.200}")
+  return value
+
+
+def field(row: Any, key: str, kind: type | tuple[type, ...]) -> Any:
+  """Returns `row[key]`, checking that `row` is an object and the type."""
+  row = as_object(row, "the row")
+  if key not in row:
+    raise DataError(f"missing key {key!r}")
+  value = row[key]
+  # bool is an int in Python but never a valid number or id here.
+  if isinstance(value, bool) or not isinstance(value, kind):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = " or ".join(k.__name__ for k in kinds)
+    raise DataError(f"{key!r} is {value!r}, not of type {names}")
+  return value
+
+
+def text(row: Any, key: str) -> str:
+  """Returns the string `row[key]`, which must not be empty or blank."""
+  return check_text(field(row, key, str), key)
+
+
+def check_text(value: Any, what: str) -> str:
+  """Returns `value` unchanged if it is a non-blank string."""
+  if not isinstance(value, str):
+    raise DataError(f"{what} is {value!r}, not a string")
+  if not value.strip():
+    raise DataError(f"{what} is empty: {value!r}")
+  return value
+
+
+def manual_path(root: pathlib.Path, relative: str) -> pathlib.Path:
+  """Returns `root / relative`; `relative` must stay inside `root`."""
+  path = pathlib.PurePosixPath(relative)
+  if path.is_absolute() or ".." in path.parts:
+    raise DataError(f"path {relative!r} must be relative to {root}")
+  return root / path
+
+
+def read_image(
+    path: pathlib.Path,
+    box: tuple[float, float, float, float] | None = None,
+) -> bytes:
+  """Returns the image at `path` as RGB JPEG bytes, optionally cropped.
+
+  An RGB JPEG that needs no crop is returned byte for byte, so models see
+  exactly the source pixels. Anything else is decoded, converted to RGB
+  (greyscale and CMYK included) and re-encoded at `JPEG_QUALITY`.
+
+  Args:
+    path: the image file.
+    box: `(x, y, w, h)` in pixels, cropped as ARO's VG_Attribution does, with
+      PIL `image.crop((x, y, x + w, y + h))`; it must lie inside the image.
+
+  Returns:
+    JPEG bytes of an RGB image.
+
+  Raises:
+    DataError: the file is missing, empty or not a readable image, or the box
+      is empty or reaches outside the image.
+  """
+  try:
+    data = path.read_bytes()
+  except FileNotFoundError as e:
+    raise DataError(f"image {path} does not exist") from e
+  except OSError as e:
+    raise DataError(f"image {path} cannot be read: {e}") from e
+  if not data:
+    raise DataError(f"image {path} is empty (0 bytes)")
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()  # Decodes everything, so truncated files fail here.
+      if box is None and image.format == "JPEG" and image.mode == "RGB":
+        return data
+      image = image.convert("RGB")
+  except Image.UnidentifiedImageError as e:
+    raise DataError(f"image {path} is in no format PIL can read") from e
+  # PIL reports undecodable data as OSError, SyntaxError or ValueError, and
+  # huge images as DecompressionBombError.
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise DataError(f"image {path} is not a readable image: {e}") from e
+  if box is not None:
+    image = image.crop(_crop_box(path, image.size, box))
+  out = io.BytesIO()
+  image.save(out, format="JPEG", quality=JPEG_QUALITY)
+  return out.getvalue()
+
+
+def _crop_box(
+    path: pathlib.Path,
+    size: tuple[int, int],
+    box: tuple[float, float, float, float],
+) -> tuple[int, int, int, int]:
+  """Returns the crop rectangle of `box`; errors if it is not in the image."""
+  x, y, w, h = box
+  # PIL rounds crop coordinates like this (Image._crop); checking the rounded
+  # box tests exactly the pixels that the crop takes.
+  left, top, right, bottom = (round(v) for v in (x, y, x + w, y + h))
+  width, height = size
+  if not (0 <= left < right <= width and 0 <= top < bottom <= height):
+    raise DataError(
+        f"bbox (x, y, w, h) = {box} is empty or outside the {width}x{height}"
+        f" image {path}"
+    )
+  return left, top, right, bottom
+
+
+class ArrayRecordBuilder(
+    tfds.core.GeneratorBasedBuilder, skip_registration=True
+):
+  """A builder outside TFDS's tree that writes array_record by default."""
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    # TFDS 4.9.10 finds builders outside its own tree through the
+    # `importlib_resources` backport, which is not installed here; this is
+    # the fallback TFDS itself uses.
+    return epath.Path(inspect.getfile(cls))
+
+  def download_and_prepare(self, *, file_format: Any = None, **kwargs: Any):
+    """As TFDS's, but writes array_record unless told otherwise.
+
+    The input pipeline reads examples by random access (`as_data_source`),
+    which needs array_record. The default is set here rather than in
+    `__init__` so that a dataset already prepared in another format still
+    loads.
+
+    Args:
+      file_format: the record format; `None` means array_record.
+      **kwargs: passed on to `download_and_prepare`.
+    """
+    super().download_and_prepare(
+        file_format=file_format or tfds.core.FileFormat.ARRAY_RECORD, **kwargs
+    )
+
+
+class ManualDataBuilder(ArrayRecordBuilder, skip_registration=True):
+  """A builder over files in manual_dir that can skip bad examples.
+
+  Build arguments beyond TFDS's own:
+    skip_bad_examples: skip (log and count) examples whose input is bad
+      instead of stopping the build, e.g.
+      `tfds.builder("sugar_crepe", config="add_att", skip_bad_examples=True)`.
+      Skipped counts and the first reasons are stored in
+      `info.metadata["skipped"][split]`. Examples are keyed by their id, so
+      the order of the others does not change.
+  """
+
+  def __init__(self, *, skip_bad_examples: bool = False, **kwargs: Any):
+    self._skip_bad_examples = skip_bad_examples
+    super().__init__(**kwargs)
+
+  def _dataset_info(
+      self, description: str, features: tfds.features.FeaturesDict, **kwargs
+  ) -> tfds.core.DatasetInfo:
+    """Returns the DatasetInfo, with metadata for the skip counts."""
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=description,
+        features=features,
+        metadata=tfds.core.MetadataDict(),
+        **kwargs,
+    )
+
+  def _generate_examples(
+      self,
+      split: str,
+      source: pathlib.Path,
+      rows: Iterable[tuple[str, Any]],
+      make_example: Callable[[Any], tuple[Key, Example]],
+  ) -> Iterator[tuple[Key, Example]]:
+    """Yields `make_example(row)` for each `(where, row)` of `rows`.
+
+    A `DataError` from `make_example` becomes one naming `source` and
+    `where` (e.g. "row 12"); it stops the build unless skipping is on.
+
+    Args:
+      split: the split being written, for the skip counts.
+      source: the file the rows come from.
+      rows: `(where, row)` pairs; `where` says where the row is in `source`.
+      make_example: turns a row into `(key, example)`.
+
+    Yields:
+      `(key, example)` pairs for TFDS.
+    """
+    reasons = []
+    for where, row in rows:
+      try:
+        example = make_example(row)
+      except DataError as e:
+        error = DataError(f"{source}, {where}: {e}")
+        if not self._skip_bad_examples:
+          raise error from e
+        logging.warning("Skipping a bad example: %s", error)
+        reasons.append(str(error))
+        continue
+      yield example
+    if reasons:
+      logging.warning(
+          "%s/%s: skipped %d bad examples.", self.name, split, len(reasons)
+      )
+    skipped = self.info.metadata.setdefault("skipped", {})
+    skipped[split] = {
+        "count": len(reasons),
+        "reasons": reasons[:MAX_SKIP_REASONS],
+    }
