@@ -21,7 +21,9 @@ import flax.traverse_util
 import jax
 import numpy as np
 
+from hardpos_jax import tokenizer as tokenizer_lib
 from hardpos_jax import torch_io
+from hardpos_jax.data import preprocess
 from hardpos_jax.models import clip
 
 # OpenAI and open_clip towers use 64-wide attention heads; the state dict does
@@ -412,17 +414,46 @@ def _atomic_dir(path: str, write: Callable[[str], None]) -> None:
       shutil.rmtree(tmp)
 
 
+def _hf_processor_configs(config: Mapping[str, Any]) -> dict[str, dict]:
+  """HF tokenizer/image-processor configs that reproduce OpenAI's transforms."""
+  size = config["image_size"]
+  return {
+      "tokenizer_config.json": {
+          "tokenizer_class": "CLIPTokenizer",
+          # Without it HF does not truncate at the model's context.
+          "model_max_length": config["text"]["context_length"],
+          "bos_token": tokenizer_lib.SOT, "eos_token": tokenizer_lib.EOT,
+          "unk_token": tokenizer_lib.EOT, "pad_token": tokenizer_lib.EOT,
+      },
+      "preprocessor_config.json": {
+          "image_processor_type": "CLIPImageProcessor",
+          "do_resize": True, "size": {"shortest_edge": size},
+          "resample": 3,  # PIL bicubic
+          "do_center_crop": True, "crop_size": {"height": size, "width": size},
+          "do_rescale": True, "rescale_factor": 1 / 255,
+          "do_normalize": True, "image_mean": list(preprocess.CLIP_MEAN),
+          "image_std": list(preprocess.CLIP_STD), "do_convert_rgb": True,
+      },
+  }
+
+
 def write_hf(path: str, config: Mapping, params: Mapping, tokenizer=None):
   """Writes a HF `CLIPModel` directory (config.json + model.safetensors).
 
-  With a tokenizer, also its vocab.json/merges.txt so CLIPTokenizer loads.
+  With a tokenizer, also its vocab.json/merges.txt and the tokenizer and
+  image-processor configs, so `CLIPProcessor.from_pretrained` works too.
   """
   state = openai_to_hf(flax_to_openai(params, config))
   cfg = hf_config(config)
 
+  files = {"config.json": cfg}
+  if tokenizer is not None:
+    files.update(_hf_processor_configs(config))
+
   def write(tmp):
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-      json.dump(cfg, f, indent=2)
+    for name, content in files.items():
+      with open(os.path.join(tmp, name), "w") as f:
+        json.dump(content, f, indent=2)
     torch_io.write_state_dict(state, os.path.join(tmp, "model.safetensors"))
     if tokenizer is not None:
       tokenizer.save_hf(tmp)
@@ -432,6 +463,14 @@ def write_hf(path: str, config: Mapping, params: Mapping, tokenizer=None):
 
 def write_open_clip(path: str, config: Mapping, params: Mapping) -> None:
   """Writes an OpenAI/open_clip-key state dict (.safetensors, .pt, .bin)."""
+  for tower in ("image", "text"):
+    width, heads = config[tower]["width"], config[tower]["num_heads"]
+    if width != heads * OPENAI_HEAD_WIDTH:
+      raise ValueError(
+          f"The OpenAI/open_clip layout implies {OPENAI_HEAD_WIDTH}-wide "
+          f"heads, but the {tower} tower has {heads} heads of width "
+          f"{width // heads}: it would load back wrongly; export as 'hf', "
+          "which records the head count")
   torch_io.write_state_dict(flax_to_openai(params, config), path)
 
 
