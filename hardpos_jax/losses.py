@@ -33,8 +33,8 @@ HP_MODES = ("extra_row", "svlc", "replace")
 _LOSS_OPTIONS = ("hp_mode", "neg_w", "hp_replace_q")
 
 
-class _Texts(NamedTuple):
-  """N embeddings (texts or images), each owned by one image of the batch."""
+class _Owned(NamedTuple):
+  """N embeddings (texts or images), each belonging to one image."""
   z: jax.Array  # [N, D]
   owner: jax.Array  # [N] int32 global index of the owning image
   valid: jax.Array  # [N] bool
@@ -43,16 +43,27 @@ class _Texts(NamedTuple):
   is_pos: jax.Array
 
 
-def _texts(z: jax.Array, valid: jax.Array, owner: jax.Array,
-           is_pos: bool) -> _Texts:
+def _owned(z: jax.Array, valid: jax.Array, owner: jax.Array,
+           is_pos: bool) -> _Owned:
   """Flattens `z [n, M, D]` and `valid [n, M]` owned row-wise by `owner [n]`."""
   n, m, d = z.shape
-  return _Texts(z.reshape(n * m, d), jnp.repeat(owner, m), valid.reshape(-1),
+  return _Owned(z.reshape(n * m, d), jnp.repeat(owner, m), valid.reshape(-1),
                 jnp.full((n * m,), is_pos))
 
 
-def _concat(*parts: _Texts) -> _Texts:
+def _concat(*parts: _Owned) -> _Owned:
   return jax.tree.map(lambda *x: jnp.concatenate(x), *parts)
+
+
+class _Batch(NamedTuple):
+  """This device's rows, in float32, with masks filled in."""
+  zimg: jax.Array  # [b, D]
+  ztxt: jax.Array  # [b, D]
+  zneg: jax.Array | None  # [b, K, D]
+  neg_mask: jax.Array | None  # [b, K] bool
+  zpos: jax.Array | None  # [b, P, D]
+  pos_mask: jax.Array | None  # [b, P] bool
+  rows: jax.Array  # [b] int32 global row indices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +115,8 @@ def _masked_logsumexp(x: jax.Array,
 
 
 def _softmax_ce(pos_logits: jax.Array, pos_valid: jax.Array,
-                neg_logits: jax.Array, neg_valid: jax.Array):
+                neg_logits: jax.Array, neg_valid: jax.Array
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Cross-entropy of each target against its row's shared competitors.
 
   The one softmax-CE used by every term. A row may hold several targets
@@ -130,7 +142,8 @@ def _softmax_ce(pos_logits: jax.Array, pos_valid: jax.Array,
 
 
 def _contrast(anchor: jax.Array, anchor_owner: jax.Array, pos: jax.Array,
-              pos_valid: jax.Array, cols: _Texts, scale: jax.Array):
+              pos_valid: jax.Array, cols: _Owned, scale: jax.Array
+              ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Anchors scored against their own targets and against all columns.
 
   Args:
@@ -153,7 +166,8 @@ def _contrast(anchor: jax.Array, anchor_owner: jax.Array, pos: jax.Array,
 
 
 def _replace_captions(ztxt: jax.Array, zpos: jax.Array, pos_mask: jax.Array,
-                      rows: jax.Array, q: float, rng: jax.Array):
+                      rows: jax.Array, q: float, rng: jax.Array
+                      ) -> tuple[jax.Array, jax.Array]:
   """Replaces each caption by one of its valid HPs with probability q.
 
   The draw for a row depends only on (rng, its global row index), so any
@@ -183,16 +197,15 @@ def _replace_captions(ztxt: jax.Array, zpos: jax.Array, pos_mask: jax.Array,
   return jnp.where(replaced[:, None], chosen, ztxt), replaced
 
 
-def _margins(zimg, ztxt, zneg, neg_mask, zpos, pos_mask,
-             ax: _Axis) -> dict[str, jax.Array]:
+def _margins(batch: _Batch, ax: _Axis) -> dict[str, jax.Array]:
   """Mean cosine margins s(c) - s(c_n) and s(c_p) - s(c_n) over valid pairs."""
-  s_c = jnp.einsum("bd,bd->b", zimg, ztxt)
-  s_n = jnp.einsum("bd,bkd->bk", zimg, zneg)
-  out = {"margin_c_cn": ax.mean(s_c[:, None] - s_n, neg_mask)}
-  if zpos is not None:
-    s_p = jnp.einsum("bd,bpd->bp", zimg, zpos)
-    out["margin_cp_cn"] = ax.mean(s_p[:, :, None] - s_n[:, None, :],
-                                  pos_mask[:, :, None] & neg_mask[:, None, :])
+  s_c = jnp.einsum("bd,bd->b", batch.zimg, batch.ztxt)
+  s_n = jnp.einsum("bd,bkd->bk", batch.zimg, batch.zneg)
+  out = {"margin_c_cn": ax.mean(s_c[:, None] - s_n, batch.neg_mask)}
+  if batch.zpos is not None:
+    s_p = jnp.einsum("bd,bpd->bp", batch.zimg, batch.zpos)
+    valid = batch.pos_mask[:, :, None] & batch.neg_mask[:, None, :]
+    out["margin_cp_cn"] = ax.mean(s_p[:, :, None] - s_n[:, None, :], valid)
   return out
 
 
@@ -220,21 +233,10 @@ def _check(zimg, ztxt, zneg, neg_mask, zpos, pos_mask, hp_mode, hp_replace_q,
       raise ValueError(f"hp_replace_q={hp_replace_q} is not in [0, 1]")
 
 
-class _Batch(NamedTuple):
-  """This device's rows, in float32, with masks filled in."""
-  zimg: jax.Array  # [b, D]
-  ztxt: jax.Array  # [b, D]
-  zneg: jax.Array | None  # [b, K, D]
-  neg_mask: jax.Array | None  # [b, K] bool
-  zpos: jax.Array | None  # [b, P, D]
-  pos_mask: jax.Array | None  # [b, P] bool
-  rows: jax.Array  # [b] int32 global row indices
-
-
 def _gathered(ax: _Axis, batch: _Batch, z: jax.Array, mask: jax.Array,
-              is_pos: bool) -> _Texts:
+              is_pos: bool) -> _Owned:
   """`z [b, M, D]` of every device as B * M columns."""
-  return _texts(ax.gather(z), ax.gather(mask), ax.gather(batch.rows), is_pos)
+  return _owned(ax.gather(z), ax.gather(mask), ax.gather(batch.rows), is_pos)
 
 
 def _own(batch: _Batch, z: jax.Array, owner: jax.Array) -> jax.Array:
@@ -249,14 +251,14 @@ def _clip_terms(batch: _Batch, extra_rows: bool, scale: jax.Array,
   ones = jnp.ones((b, 1), bool)
   cols = [_gathered(ax, batch, batch.ztxt[:, None], ones, True)]
   targets, target_valid = batch.ztxt[:, None], ones
-  texts = _texts(batch.ztxt[:, None], ones, batch.rows, True)
+  texts = _owned(batch.ztxt[:, None], ones, batch.rows, True)
   if batch.zneg is not None:
     cols.append(_gathered(ax, batch, batch.zneg, batch.neg_mask, False))
   if extra_rows and batch.zpos is not None:
     cols.append(_gathered(ax, batch, batch.zpos, batch.pos_mask, True))
     targets = jnp.concatenate([targets, batch.zpos], axis=1)
     target_valid = jnp.concatenate([ones, batch.pos_mask], axis=1)
-    texts = _concat(texts, _texts(batch.zpos, batch.pos_mask, batch.rows,
+    texts = _concat(texts, _owned(batch.zpos, batch.pos_mask, batch.rows,
                                   True))
   ce, counted, correct = _contrast(batch.zimg, batch.rows, targets,
                                    target_valid, _concat(*cols), scale)
@@ -287,7 +289,7 @@ def _svlc_terms(batch: _Batch, neg_w: float, scale: jax.Array,
   out = {}
   if batch.zpos is not None:
     hp_cols = _gathered(ax, batch, batch.zpos, batch.pos_mask, True)
-    hps = _texts(batch.zpos, batch.pos_mask, batch.rows, True)
+    hps = _owned(batch.zpos, batch.pos_mask, batch.rows, True)
     for key, z in (("hp_img_loss", batch.zimg), ("hp_cap_loss", batch.ztxt)):
       ce, counted, _ = _contrast(z, batch.rows, batch.zpos, batch.pos_mask,
                                  hp_cols, scale)
@@ -311,20 +313,21 @@ def _svlc_terms(batch: _Batch, neg_w: float, scale: jax.Array,
 
 
 def _loss(zimg, ztxt, *, logit_scale, zneg, neg_mask, zpos, pos_mask,
-          hp_mode, neg_w, hp_replace_q, rng, ax: _Axis):
+          hp_mode, neg_w, hp_replace_q, rng,
+          ax: _Axis) -> tuple[jax.Array, dict[str, jax.Array]]:
   """`clip_loss` over this device's rows; see its docstring."""
   _check(zimg, ztxt, zneg, neg_mask, zpos, pos_mask, hp_mode, hp_replace_q,
          rng)
   # fp32: a softmax over B (1 + K + P) columns loses too much in bf16.
   f32 = lambda x: None if x is None else jnp.asarray(x, jnp.float32)
-  fill = lambda z, mask: (mask if z is None or mask is not None
-                          else jnp.ones(z.shape[:2], bool))
+  fill = lambda z, mask: (None if z is None else jnp.ones(z.shape[:2], bool)
+                          if mask is None else jnp.asarray(mask, bool))
   rows = ax.row_offset(zimg.shape[0]) + jnp.arange(zimg.shape[0])
   batch = _Batch(f32(zimg), f32(ztxt), f32(zneg), fill(zneg, neg_mask),
                  f32(zpos), fill(zpos, pos_mask), rows)
   metrics = {}
   if zneg is not None:
-    metrics.update(_margins(*batch[:6], ax))
+    metrics.update(_margins(batch, ax))
   if hp_mode == "replace" and zpos is not None:
     ztxt, replaced = _replace_captions(batch.ztxt, batch.zpos, batch.pos_mask,
                                        rows, hp_replace_q, rng)

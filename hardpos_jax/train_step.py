@@ -1,0 +1,134 @@
+"""The data-parallel train step: both towers, the sharded HN/HP loss, AdamW.
+
+The step is one `jax.jit` over the device mesh: the towers run under GSPMD on
+the batch-sharded inputs (params replicated), and the loss is the shard_map-ed
+`losses.sharded_clip_loss`, so each device scores its own rows against the
+all-gathered columns. The same program runs on one CPU, 8 fake devices and a
+multi-host pod slice.
+
+Gradient accumulation is not implemented: a step always sees its whole global
+batch, whose negatives are the batch's own captions and HNs.
+"""
+
+import functools
+from typing import Any
+
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from hardpos_jax import losses
+from hardpos_jax.models import clip
+
+
+class TrainState(train_state.TrainState):
+  """Flax TrainState plus the loss's PRNG key (raw uint32 [2], so that
+  `sharding.replicate` can place it on every host)."""
+
+  rng: jax.Array
+
+
+def create_learning_rate_fn(
+    config: ml_collections.ConfigDict,
+) -> optax.Schedule:
+  """Linear warmup from 0 to `config.lr`, then cosine decay to 0."""
+  return optax.warmup_cosine_decay_schedule(
+      0.0, config.lr, config.warmup_steps,
+      max(config.total_steps, config.warmup_steps + 1))
+
+
+def weight_decay_mask(params: Any) -> Any:
+  """True for weight matrices; False for biases, norms, cls, and `t`.
+
+  As OpenAI / open_clip / NegCLIP: decay only parameters with >= 2 dims.
+  """
+  return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+
+
+def create_optimizer(config: ml_collections.ConfigDict,
+                     lr_fn: optax.Schedule) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW with the weight-decay mask."""
+  return optax.chain(
+      optax.clip_by_global_norm(config.grad_clip),
+      optax.adamw(lr_fn, b1=config.b1, b2=config.b2, eps=config.eps,
+                  weight_decay=config.weight_decay, mask=weight_decay_mask),
+  )
+
+
+def create_train_state(config: ml_collections.ConfigDict, params: Any,
+                       rng: jax.Array) -> TrainState:
+  """A fresh state over `params` (from `clip.init_params` or an import)."""
+  tx = create_optimizer(config.optim, create_learning_rate_fn(config.optim))
+  model = clip.CLIP(**config.model)
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                           rng=rng)
+
+
+def stack_texts(batch: dict[str, jax.Array]) -> jax.Array:
+  """[B, L] captions, [B, K, L] HNs, [B, P, L] HPs -> [B * (1 + K + P), L].
+
+  Row-major per example, so a batch-sharded input stays local per device.
+  """
+  b, length = batch["text"].shape
+  texts = jnp.concatenate([batch["text"][:, None], batch["hard_negatives"],
+                           batch["hard_positives"]], axis=1)
+  return texts.reshape(b * texts.shape[1], length)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *,
+               loss_fn, max_logit_scale: float
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimiser step on a global batch.
+
+  Args:
+    state: replicated TrainState.
+    batch: global arrays sharded over the batch axis: `image` [B, S, S, 3],
+      `text` [B, L], `hard_negatives` [B, K, L], `hard_negative_mask`
+      [B, K], `hard_positives` [B, P, L], `hard_positive_mask` [B, P].
+    loss_fn: from `losses.make_sharded_loss` (or `clip_loss` on one device).
+    max_logit_scale: exp(t) is clamped to this after the update (CLIP: 100).
+
+  Returns:
+    (new state, metrics): the loss's terms and metrics, `loss`,
+    `logit_scale` and `grad_norm`; all replicated scalars.
+  """
+  k = batch["hard_negatives"].shape[1]
+  rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_of(params):
+    zimg, zall, out = state.apply_fn({"params": params}, batch["image"],
+                                     stack_texts(batch))
+    zall = zall.reshape(zimg.shape[0], -1, zall.shape[-1])
+    loss, metrics = loss_fn(
+        zimg, zall[:, 0], logit_scale=out["logit_scale"],
+        zneg=zall[:, 1:1 + k] if k else None,
+        neg_mask=batch["hard_negative_mask"] if k else None,
+        zpos=zall[:, 1 + k:] if zall.shape[1] > 1 + k else None,
+        pos_mask=(batch["hard_positive_mask"] if zall.shape[1] > 1 + k
+                  else None),
+        rng=rng)
+    return loss, metrics
+
+  (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(
+      state.params)
+  state = state.apply_gradients(grads=grads)
+  # CLIP clamps the learned temperature so logits never exceed 100.
+  params = dict(state.params)
+  params["t"] = jnp.minimum(params["t"], jnp.log(max_logit_scale))
+  state = state.replace(params=params)
+  return state, {**metrics, "loss": loss,
+                 "logit_scale": jnp.exp(params["t"]),
+                 "grad_norm": optax.tree.norm(grads)}
+
+
+def make_train_step(config: ml_collections.ConfigDict,
+                    mesh: jax.sharding.Mesh):
+  """`train_step` jitted over `mesh`, donating the state's buffers."""
+  loss_fn = losses.make_sharded_loss(
+      mesh, axis="data", hp_mode=config.loss.hp_mode, neg_w=config.loss.neg_w,
+      hp_replace_q=config.loss.hp_replace_q)
+  step = functools.partial(train_step, loss_fn=loss_fn,
+                           max_logit_scale=config.loss.max_logit_scale)
+  return jax.jit(step, donate_argnums=(0,))

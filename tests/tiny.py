@@ -1,0 +1,53 @@
+"""Tiny model configs and batches shared by the tests and their subprocesses."""
+
+import jax
+import ml_collections
+import numpy as np
+
+from hardpos_jax.models import clip
+
+VOCAB, LENGTH, IMAGE = 64, 8, 16
+
+
+def model_config() -> dict:
+  return clip.model_config(
+      None,
+      image=dict(width=32, depth=1, num_heads=2, mlp_dim=64, patch_size=8),
+      text=dict(width=32, depth=1, num_heads=2, mlp_dim=64, vocab_size=VOCAB,
+                context_length=LENGTH),
+      embed_dim=16, image_size=IMAGE)
+
+
+def train_config(hp_mode: str = "extra_row") -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      model=model_config(),
+      optim=dict(lr=1e-2, warmup_steps=1, total_steps=10, b1=0.9, b2=0.98,
+                 eps=1e-6, weight_decay=0.2, grad_clip=1.0),
+      loss=dict(hp_mode=hp_mode, neg_w=1.0, hp_replace_q=0.5,
+                max_logit_scale=100.0),
+  ))
+
+
+def batch(step: int, b: int = 8, k: int = 2, p: int = 1) -> dict:
+  """A deterministic global batch of numpy arrays for `step`."""
+  rng = np.random.default_rng(step)
+
+  def ids(*shape):
+    x = rng.integers(1, VOCAB - 2, (*shape, LENGTH)).astype(np.int32)
+    x[..., 0] = VOCAB - 2
+    x[..., LENGTH // 2] = VOCAB - 1  # EOT midway; zeros after it.
+    x[..., LENGTH // 2 + 1:] = 0
+    return x
+
+  return {
+      "image": rng.normal(size=(b, IMAGE, IMAGE, 3)).astype(np.float32),
+      "text": ids(b),
+      "hard_negatives": ids(b, k),
+      "hard_negative_mask": rng.random((b, k)) < 0.7,
+      "hard_positives": ids(b, p),
+      "hard_positive_mask": rng.random((b, p)) < 0.7,
+  }
+
+
+def init_params(seed: int = 0):
+  return clip.init_params(model_config(), jax.random.key(seed))
