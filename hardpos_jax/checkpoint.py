@@ -1,20 +1,31 @@
-"""Orbax checkpoints: exported Flax params (`save_params` / `restore_params`).
+"""Orbax checkpoints: the trainer's workdir and exported Flax params.
 
-A Flax export is a directory holding `model_config.json` (the model config)
-and `params/` (an orbax StandardCheckpointer tree of float32 params).
+Workdir: `<workdir>/checkpoints/<step>/{state,meta}` written by an orbax
+`CheckpointManager`: `state` holds step, params, optimizer state and the
+loss's PRNG key; `meta` (JSON) the model config, the global batch size and
+the seed. The input position is the step itself: the data order is a pure
+function of (seed, step, global batch size), see data/input_pipeline.py.
+
+Flax export: a directory with `model_config.json` and `params/` (an orbax
+StandardCheckpointer tree of float32 params).
 """
 
 import json
 import os
 from typing import Any
 
+from absl import logging
+import jax
 import orbax.checkpoint as ocp
 
 MODEL_CONFIG = "model_config.json"
+CHECKPOINTS = "checkpoints"
 
 
 def is_flax_checkpoint(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, MODEL_CONFIG))
+  """An export directory or a training workdir."""
+  return (os.path.isfile(os.path.join(path, MODEL_CONFIG))
+          or os.path.isdir(os.path.join(path, CHECKPOINTS)))
 
 
 def save_params(path: str, config: dict, params: Any) -> None:
@@ -36,11 +47,83 @@ def save_params(path: str, config: dict, params: Any) -> None:
   os.replace(tmp, os.path.join(path, MODEL_CONFIG))
 
 
-def restore_params(path: str) -> tuple[dict, Any]:
-  """Reads a directory written by `save_params` -> (model config, params)."""
+def restore_params(path: str, step: int | None = None) -> tuple[dict, Any]:
+  """(model config, params) of an export dir, or of a workdir's `step`
+  (default: its latest complete checkpoint)."""
   path = os.path.abspath(path)
-  with open(os.path.join(path, MODEL_CONFIG)) as f:
-    config = json.load(f)
-  with ocp.StandardCheckpointer() as ckptr:
-    params = ckptr.restore(os.path.join(path, "params"))
-  return config, params
+  if os.path.isfile(os.path.join(path, MODEL_CONFIG)):
+    with open(os.path.join(path, MODEL_CONFIG)) as f:
+      config = json.load(f)
+    with ocp.StandardCheckpointer() as ckptr:
+      return config, ckptr.restore(os.path.join(path, "params"))
+  with create_manager(path, save_every=1, keep=None) as mngr:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"{path}: no complete checkpoint in "
+                              f"{CHECKPOINTS}/")
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  return restored.meta["model"], restored.state["params"]
+
+
+def create_manager(workdir: str, *, save_every: int,
+                   keep: int | None) -> ocp.CheckpointManager:
+  """The workdir's manager; use it as a context manager so that a pending
+  async save completes (or fails loudly) before the program ends."""
+  options = ocp.CheckpointManagerOptions(
+      save_interval_steps=save_every, max_to_keep=keep, create=True)
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), CHECKPOINTS), options=options,
+      item_names=("state", "meta"))
+
+
+def _state_items(state: Any) -> dict:
+  return {"step": state.step, "params": state.params,
+          "opt_state": state.opt_state, "rng": state.rng}
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict, *,
+         force: bool = False) -> bool:
+  """Saves if the manager's policy (interval or preemption) or `force` asks.
+
+  Returns:
+    Whether a save was started (it completes asynchronously).
+  """
+  return mngr.save(step, force=force, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(_state_items(state)),
+      meta=ocp.args.JsonSave(meta)))
+
+
+def restore_latest(mngr: ocp.CheckpointManager,
+                   state: Any) -> tuple[Any, dict] | None:
+  """The newest checkpoint that restores, into `state`'s shapes/shardings.
+
+  A step that fails to restore (truncated or missing files) is logged and
+  left in place for inspection, and the previous one is tried: orbax itself
+  does not fall back.
+
+  Returns:
+    (state, meta), or None when the workdir has no checkpoint yet.
+
+  Raises:
+    RuntimeError: checkpoints exist but none restores.
+  """
+  target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
+                                  _state_items(state))
+  steps = sorted(mngr.all_steps(), reverse=True)
+  for step in steps:
+    try:
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target),
+          meta=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      # orbax raises many types for damaged files; all mean "not this step".
+      logging.error("Checkpoint step %d in %s does not restore (%s: %s); "
+                    "leaving it for inspection and trying the previous one.",
+                    step, mngr.directory, type(e).__name__, e)
+      continue
+    return state.replace(**restored.state), restored.meta
+  if steps:
+    raise RuntimeError(f"No checkpoint in {mngr.directory} restores (tried "
+                       f"steps {steps}); see the errors above")
+  return None

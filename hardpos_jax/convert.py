@@ -474,24 +474,23 @@ def write_open_clip(path: str, config: Mapping, params: Mapping) -> None:
   torch_io.write_state_dict(flax_to_openai(params, config), path)
 
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("input", None, "OpenAI/open_clip file, HF dir, or workdir.")
-flags.DEFINE_string("output", None, "Output file or directory.")
-flags.DEFINE_enum("to", None, ["hf", "open_clip", "flax"], "Output format.")
-flags.DEFINE_bool("quick_gelu", True, "Activation for OpenAI-key inputs.")
-flags.DEFINE_string("vocab", None, "BPE .txt.gz or HF vocab dir.")
-
-
 def main(argv):
   del argv
   import hardpos_jax  # pylint: disable=g-import-not-at-top
 
-  model = hardpos_jax.load(FLAGS.input, vocab=FLAGS.vocab,
-                           quick_gelu=FLAGS.quick_gelu)
-  model.export(FLAGS.to, FLAGS.output)
-  print(f"Wrote {FLAGS.to} model to {FLAGS.output}")
+  f = flags.FLAGS
+  model = hardpos_jax.load(f.input, vocab=f.vocab, quick_gelu=f.quick_gelu)
+  model.export(f.to, f.output)
+  print(f"Wrote {f.to} model to {f.output}")
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: `import hardpos_jax` must not claim flags.
+  flags.DEFINE_string("input", None,
+                      "OpenAI/open_clip file, HF dir, export or workdir.")
+  flags.DEFINE_string("output", None, "Output file or directory.")
+  flags.DEFINE_enum("to", None, ["hf", "open_clip", "flax"], "Output format.")
+  flags.DEFINE_bool("quick_gelu", True, "Activation for OpenAI-key inputs.")
+  flags.DEFINE_string("vocab", None, "BPE .txt.gz or HF vocab dir.")
   flags.mark_flags_as_required(["input", "output", "to"])
   app.run(main)

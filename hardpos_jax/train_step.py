@@ -10,9 +10,12 @@ Gradient accumulation is not implemented: a step always sees its whole global
 batch, whose negatives are the batch's own captions and HNs.
 """
 
+from collections.abc import Sequence
 import functools
+import re
 from typing import Any
 
+import flax.traverse_util
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -30,13 +33,12 @@ class TrainState(train_state.TrainState):
   rng: jax.Array
 
 
-def create_learning_rate_fn(
-    config: ml_collections.ConfigDict,
-) -> optax.Schedule:
+def create_learning_rate_fn(config: ml_collections.ConfigDict,
+                            total_steps: int) -> optax.Schedule:
   """Linear warmup from 0 to `config.lr`, then cosine decay to 0."""
   return optax.warmup_cosine_decay_schedule(
       0.0, config.lr, config.warmup_steps,
-      max(config.total_steps, config.warmup_steps + 1))
+      max(total_steps, config.warmup_steps + 1))
 
 
 def weight_decay_mask(params: Any) -> Any:
@@ -47,23 +49,49 @@ def weight_decay_mask(params: Any) -> Any:
   return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
 
 
+def param_labels(params: Any, lr_mults: Sequence[tuple[str, float]]) -> Any:
+  """Each param's group: the first `lr_mults` regex matching its "/"-joined
+  path (re.search), else "default"."""
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  labels = {path: next((rx for rx, _ in lr_mults if re.search(rx, path)),
+                       "default") for path in flat}
+  return flax.traverse_util.unflatten_dict(labels, sep="/")
+
+
 def create_optimizer(config: ml_collections.ConfigDict,
                      lr_fn: optax.Schedule) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW with the weight-decay mask."""
+  """Frozen groups zeroed, global-norm clipping, AdamW per lr group.
+
+  `config.lr_mults` pairs (regex, multiplier): a multiplier of 0 freezes the
+  group (no update, no weight decay, no share of the clipping norm).
+  """
+  mults = {"default": 1.0, **dict(config.lr_mults)}
+  labels = functools.partial(param_labels, lr_mults=tuple(config.lr_mults))
+
+  def adamw(mult):
+    return optax.adamw(lambda step: mult * lr_fn(step), b1=config.b1,
+                       b2=config.b2, eps=config.eps,
+                       weight_decay=config.weight_decay,
+                       mask=weight_decay_mask)
+
   return optax.chain(
+      optax.multi_transform(
+          {k: optax.set_to_zero() if m == 0 else optax.identity()
+           for k, m in mults.items()}, labels),
       optax.clip_by_global_norm(config.grad_clip),
-      optax.adamw(lr_fn, b1=config.b1, b2=config.b2, eps=config.eps,
-                  weight_decay=config.weight_decay, mask=weight_decay_mask),
+      optax.multi_transform(
+          {k: optax.set_to_zero() if m == 0 else adamw(m)
+           for k, m in mults.items()}, labels),
   )
 
 
 def create_train_state(config: ml_collections.ConfigDict, params: Any,
-                       rng: jax.Array) -> TrainState:
+                       rng: jax.Array, total_steps: int) -> TrainState:
   """A fresh state over `params` (from `clip.init_params` or an import)."""
-  tx = create_optimizer(config.optim, create_learning_rate_fn(config.optim))
+  lr_fn = create_learning_rate_fn(config.optim, total_steps)
   model = clip.CLIP(**config.model)
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                           rng=rng)
+  return TrainState.create(apply_fn=model.apply, params=params,
+                           tx=create_optimizer(config.optim, lr_fn), rng=rng)
 
 
 def stack_texts(batch: dict[str, jax.Array]) -> jax.Array:

@@ -22,7 +22,7 @@ def run(n_devices, steps=2, hp_mode="extra_row", params=None):
   mesh = sharding.create_mesh(jax.devices()[:n_devices])
   config = tiny.train_config(hp_mode)
   params = tiny.init_params() if params is None else params
-  state = ts.create_train_state(config, params, jax.random.PRNGKey(1))
+  state = ts.create_train_state(config, params, jax.random.PRNGKey(1), 10)
   state = sharding.replicate(state, mesh)
   step_fn = ts.make_train_step(config, mesh)
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
@@ -110,7 +110,7 @@ def test_logit_scale_clamped_and_state_donated():
   params["t"] = jnp.log(200.0)
   mesh = sharding.create_mesh()
   config = tiny.train_config()
-  state = ts.create_train_state(config, params, jax.random.PRNGKey(1))
+  state = ts.create_train_state(config, params, jax.random.PRNGKey(1), 10)
   state = sharding.replicate(state, mesh)
   old_leaf = state.params["img"]["head"]["kernel"]
   batch = jax.device_put(tiny.batch(0), NamedSharding(mesh,
@@ -123,7 +123,30 @@ def test_logit_scale_clamped_and_state_donated():
 
 def test_learning_rate_schedule():
   config = tiny.train_config().optim
-  lr = ts.create_learning_rate_fn(config)
+  lr = ts.create_learning_rate_fn(config, 10)
   assert float(lr(0)) == 0.0
   np.testing.assert_allclose(float(lr(1)), config.lr, rtol=1e-6)
-  assert float(lr(config.total_steps)) < 1e-6
+  assert float(lr(10)) < 1e-6
+
+
+def test_lr_mults_freeze_and_scale():
+  """A 0 multiplier freezes a group; others move at their own scale."""
+  config = tiny.train_config()
+  config.optim.lr_mults = (("^img/", 0.0), ("^txt/head/", 0.5))
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  params = tiny.init_params()
+  before = flat(params)
+  state = ts.create_train_state(config, params, jax.random.PRNGKey(1), 10)
+  labels = flat(ts.param_labels(tiny.init_params(), config.optim.lr_mults))
+  assert labels["img/cls"] == "^img/" and labels["t"] == "default"
+  assert labels["txt/head/kernel"] == "^txt/head/"
+  state = sharding.replicate(state, mesh)
+  batch = jax.device_put(tiny.batch(0), NamedSharding(mesh,
+                                                      PartitionSpec("data")))
+  step_fn = ts.make_train_step(config, mesh)
+  for _ in range(2):  # the warmup's lr is 0 at step 0
+    state, _ = step_fn(state, batch)
+  after = flat(state.params)
+  for key in before:
+    moved = not np.array_equal(before[key], after[key])
+    assert moved == (not key.startswith("img/")), key

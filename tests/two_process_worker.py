@@ -29,7 +29,7 @@ def main(process_id: int, port: int, steps: int, out: str):
   mesh = sharding.create_mesh()
   config = tiny.train_config()
   state = ts.create_train_state(config, tiny.init_params(),
-                                jax.random.PRNGKey(1))
+                                jax.random.PRNGKey(1), 10)
   state = sharding.replicate(state, mesh)
   step_fn = ts.make_train_step(config, mesh)
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))

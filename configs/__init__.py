@@ -1,0 +1,1 @@
+"""Training recipes: `configs/<recipe>.py:get_config(arg)` (run from the repo root)."""

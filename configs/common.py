@@ -1,0 +1,129 @@
+"""The base recipe every config file starts from, and its `arg` parser.
+
+The paper's training code and hyper-parameters are not public: where it is
+silent, the recipe follows NegCLIP (Yuksekgonul et al., ICLR 2023): OpenAI
+ViT-B/32, batch 256, 5 epochs, lr 1e-6 (grid 1e-5, 5e-6, 1e-6), 50 warmup
+steps then cosine, AdamW(0.9, 0.98, eps 1e-6), weight decay 0.2 on matrices.
+
+`arg` is "name=value,flag,...": `demo` swaps in the embedded synthetic world
+and a tiny model trained from scratch (CPU, minutes); `tiny` shrinks it
+further for tests.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from hardpos_jax.models import clip
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """'demo,hn_fraction=0.5' -> ConfigDict; types follow `defaults`."""
+  parsed = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    name, _, value = item.partition("=")
+    if name not in defaults:
+      raise ValueError(f"Unknown config arg {name!r}; choose from "
+                       f"{sorted(defaults)}")
+    kind = type(defaults[name])
+    if kind is bool:
+      parsed[name] = value in ("", "true", "True", "1")
+    else:
+      parsed[name] = kind(value)
+  return parsed
+
+
+def base_config(
+    arg: str | None, **options
+) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+  """NegCLIP's recipe on COCO, no hard negatives or positives.
+
+  Args:
+    arg: the recipe's arg string.
+    **options: the recipe's own arg options with their defaults (`demo` and
+      `tiny` are always there).
+
+  Returns:
+    (config, parsed options).
+  """
+  arg = parse_arg(arg, demo=False, tiny=False, **options)
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # model init, data order and the loss's random choices
+  # Weights to start from: anything hardpos_jax.load reads (OpenAI .pt, HF
+  # dir, open_clip file, Flax export). Required unless from_scratch.
+  config.init = config_dict.placeholder(str)
+  config.from_scratch = False  # random init instead of config.init
+  config.vocab = config_dict.placeholder(str)  # BPE file; None: the default
+  config.model = clip.model_config("B/32")  # must match config.init
+
+  config.batch_size = 256  # global, over all devices of all hosts
+  config.num_epochs = 5
+  config.total_steps = config_dict.placeholder(int)  # None: from num_epochs
+
+  config.input = ml_collections.ConfigDict()
+  config.input.dataset = "coco_hard_pos_neg/coco"  # TFDS name/config
+  config.input.data_dir = config_dict.placeholder(str)  # None: TFDS default
+  config.input.split = "train"
+  config.input.image_size = 224
+  config.input.text_length = 77
+  config.input.num_hard_negatives = 0  # K hard negatives per image
+  config.input.num_hard_positives = 0  # P hard positives per image
+  config.input.hard_negative_fraction = 1.0  # examples keeping their HNs
+  config.input.hard_positive_kinds = "both"  # "swap", "replace" or "both"
+  config.input.crop_scale = (0.9, 1.0)  # open_clip's random resized crop
+  config.input.crop_ratio = (3 / 4, 4 / 3)
+  config.input.prefetch = 2  # host batches prepared ahead
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.lr = 1e-6
+  config.optim.warmup_steps = 50
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.98
+  config.optim.eps = 1e-6
+  config.optim.weight_decay = 0.2  # matrices only (train_step.weight_decay_mask)
+  config.optim.grad_clip = 1.0  # global norm
+  # {regex over "/"-joined param paths: lr multiplier}; the first match wins
+  # and 0 freezes, e.g. {"^img/": 0.0} locks the image tower.
+  config.optim.lr_mults = {}
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.hp_mode = "extra_row"  # losses.HP_MODES
+  config.loss.neg_w = 1.0  # svlc's per-sample HN term weight
+  config.loss.hp_replace_q = 0.5  # replace mode's probability
+  config.loss.max_logit_scale = 100.0  # CLIP's clamp of exp(t)
+
+  config.log_every = 50  # steps between metrics.jsonl / TensorBoard rows
+  config.checkpoint_every = 500  # steps between saves (also at the end)
+  config.keep_checkpoints = 3
+  config.eval_every = config_dict.placeholder(int)  # None: only at the end
+  config.evals = "hard_positives,sugar_crepe"  # evals registry names
+  config.eval_batch_size = 256
+  config.eval_data_dir = config_dict.placeholder(str)  # None: input.data_dir
+
+  if arg.demo:
+    _demo(config, arg.tiny)
+  return config, arg
+
+
+def _demo(config: ml_collections.ConfigDict, tiny: bool) -> None:
+  """The embedded default: synthetic world, tiny model, from scratch."""
+  config.from_scratch = True
+  width = 32 if tiny else 128
+  config.model = clip.model_config(
+      None,
+      image=dict(width=width, depth=2 if tiny else 4, num_heads=2,
+                 mlp_dim=2 * width, patch_size=8),
+      text=dict(width=width, depth=2 if tiny else 4, num_heads=2,
+                mlp_dim=2 * width, context_length=32),
+      embed_dim=width, image_size=32 if tiny else 64)
+  config.input.dataset = "synthetic_shapes/" + ("tiny" if tiny else "default")
+  config.input.image_size = config.model.image_size
+  config.input.text_length = 32
+  config.batch_size = 8 if tiny else 64
+  config.num_epochs = 1 if tiny else 4
+  config.optim.lr = 1e-3
+  config.optim.warmup_steps = 2 if tiny else 50
+  config.optim.weight_decay = 0.1
+  config.log_every = 1 if tiny else 20
+  config.checkpoint_every = 2 if tiny else 200
+  config.evals = "synthetic_tiny" if tiny else "synthetic"
+  config.eval_batch_size = 64

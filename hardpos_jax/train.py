@@ -1,0 +1,244 @@
+"""Training: `python -m hardpos_jax.train --config=configs/pos_neg.py --workdir=DIR`.
+
+`train_and_evaluate(config, workdir)` is the whole run (the tests and Colab
+call it directly); `main` only parses flags, hides GPUs from TF, joins the
+distributed runtime and calls it. Starting on a workdir with checkpoints
+resumes from the newest one that restores, on exactly the batch the
+interrupted run would have seen next.
+"""
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+import jax
+import ml_collections
+from ml_collections import config_flags
+import tensorflow as tf
+
+import hardpos_jax
+from hardpos_jax import checkpoint
+from hardpos_jax import evaluate
+from hardpos_jax import sharding
+from hardpos_jax import tokenizer as tokenizer_lib
+from hardpos_jax import train_step as ts
+from hardpos_jax.data import input_pipeline
+from hardpos_jax.models import clip
+
+# Exit status after a preemption save, so launchers know to retry.
+PREEMPTED_EXIT_CODE = 42
+METRICS_FILE = "metrics.jsonl"
+
+
+class Preempted(Exception):
+  """A preemption notice arrived; the agreed step was saved."""
+
+
+def initial_params(config: ml_collections.ConfigDict) -> Any:
+  """Random params (`from_scratch`) or `config.init`'s, checked to match."""
+  if config.from_scratch:
+    return clip.init_params(config.model.to_dict(),
+                            jax.random.PRNGKey(config.seed))
+  if config.init is None:
+    raise ValueError("Set --config.init=PATH (an OpenAI .pt, HF directory, "
+                     "open_clip file or Flax export) or "
+                     "--config.from_scratch=True")
+  model = hardpos_jax.load(config.init, vocab=config.vocab)
+  want = json.loads(json.dumps(config.model.to_dict()))
+  if model.config != want:
+    diff = {k: (model.config[k], want[k]) for k in want
+            if model.config.get(k) != want[k]}
+    raise ValueError(f"{config.init} is not the configured model; "
+                     f"(checkpoint, config.model) differ at {diff}")
+  return model.params
+
+
+def num_train_steps(config: ml_collections.ConfigDict,
+                    num_examples: int) -> int:
+  if config.total_steps is not None:
+    return config.total_steps
+  return config.num_epochs * (num_examples // config.batch_size)
+
+
+def _host_scalars(metrics: dict[str, jax.Array]) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def _check_finite(losses: list[tuple[int, jax.Array]], last_saved: Any):
+  """Raises on the first non-finite loss among `losses` [(step, loss)]."""
+  for step, loss in losses:
+    if not math.isfinite(float(loss)):
+      raise FloatingPointError(
+          f"Loss is {float(loss)} at step {step}; stopping. The last "
+          f"checkpoint (step {last_saved}) was saved before it and is intact.")
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+  """Drops rows past `step` (logged by a run that died before saving)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    rows = [line for line in f if json.loads(line)["step"] <= step]
+  with open(path + ".tmp", "w") as f:
+    f.writelines(rows)
+  os.replace(path + ".tmp", path)
+
+
+def _append_metrics(path: str, row: dict) -> None:
+  with open(path, "a") as f:
+    f.write(json.dumps(row) + "\n")
+
+
+def run_evals(config: ml_collections.ConfigDict, model: hardpos_jax.Model,
+              mesh: jax.sharding.Mesh, out_dir: str) -> dict[str, float]:
+  """The configured evaluators on `model`; returns flat scalar summaries."""
+  names = [n for n in config.evals.split(",") if n]
+  summaries = evaluate.evaluate_model(
+      model, names, out_dir=out_dir,
+      data_dir=config.eval_data_dir or config.input.data_dir,
+      batch_size=config.eval_batch_size, mesh=mesh)
+  if jax.process_index() == 0:
+    for summary in summaries.values():
+      print(evaluate.evals_lib.format_table(summary), flush=True)
+  return {f"{name}/{k}": v for name, summary in summaries.items()
+          for k, v in evaluate.evals_lib.scalars(summary).items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> ts.TrainState:
+  """Trains (resuming from `workdir` if it has checkpoints), then evaluates.
+
+  Raises:
+    Preempted: after saving at the step all hosts agreed on.
+    FloatingPointError: a loss became NaN/inf; the last checkpoint is intact.
+  """
+  workdir = os.path.abspath(workdir)
+  lead = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  if lead:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  mesh = sharding.create_mesh()
+  tokenizer = tokenizer_lib.Tokenizer(config.vocab)
+  source = input_pipeline.data_source(config.input.dataset,
+                                      config.input.split,
+                                      config.input.data_dir)
+  total_steps = num_train_steps(config, len(source))
+  state = ts.create_train_state(config, initial_params(config),
+                                jax.random.PRNGKey(config.seed), total_steps)
+  state = sharding.replicate(state, mesh)
+  meta = {"model": config.model.to_dict(), "seed": config.seed,
+          "global_batch_size": config.batch_size,
+          "process_count": jax.process_count()}
+  metrics_path = os.path.join(workdir, METRICS_FILE)
+  writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
+  with checkpoint.create_manager(workdir, save_every=config.checkpoint_every,
+                                 keep=config.keep_checkpoints) as mngr:
+    restored = checkpoint.restore_latest(mngr, state)
+    if restored is not None:
+      state, saved_meta = restored
+      if saved_meta["global_batch_size"] != config.batch_size:
+        raise ValueError(
+            f"{workdir} was trained with global batch "
+            f"{saved_meta['global_batch_size']} ({saved_meta['process_count']}"
+            f" processes); resuming with {config.batch_size} would change the "
+            "data order. Keep batch_size; the process count may change.")
+    start = int(state.step)
+    logging.info("Training steps %d..%d in %s", start, total_steps, workdir)
+    if lead:
+      _truncate_metrics(metrics_path, start)
+    batches = input_pipeline.create_train_iterator(
+        config.input, tokenizer=tokenizer, mesh=mesh,
+        global_batch_size=config.batch_size, seed=config.seed,
+        start_step=start)
+    step_fn = ts.make_train_step(config, mesh)
+    lr_fn = ts.create_learning_rate_fn(config.optim, total_steps)
+    progress = periodic_actions.ReportProgress(num_train_steps=total_steps,
+                                               writer=writer)
+    pending, last_saved, tick = [], mngr.latest_step(), time.time()
+    for step in range(start, total_steps):
+      state, metrics = step_fn(state, next(batches))
+      done = step + 1
+      pending.append((done, metrics["loss"]))
+      progress(done)
+      if done % config.log_every == 0 or done == total_steps:
+        _check_finite(pending, last_saved)
+        pending = []
+        row = _host_scalars(metrics)
+        elapsed, tick = time.time() - tick, time.time()
+        row.update(lr=float(lr_fn(step)),
+                   steps_per_sec=config.log_every / elapsed,
+                   examples_per_sec=config.log_every * config.batch_size
+                   / elapsed)
+        writer.write_scalars(done, row)
+        if lead:
+          _append_metrics(metrics_path, {"step": done, **row})
+      if mngr.should_save(done) or done == total_steps:
+        _check_finite(pending, last_saved)
+        pending = []
+        checkpoint.save(mngr, done, state, meta, force=done == total_steps)
+        last_saved = done
+      if mngr.reached_preemption(done):
+        mngr.wait_until_finished()
+        raise Preempted(f"Preempted; saved step {done} in {workdir}")
+      if config.eval_every and done % config.eval_every == 0:
+        writer.write_scalars(done, _evaluate(config, state, tokenizer, mesh,
+                                             workdir, done))
+    mngr.wait_until_finished()
+  writer.write_scalars(total_steps, _evaluate(config, state, tokenizer, mesh,
+                                              workdir, total_steps))
+  writer.flush()
+  return state
+
+
+def _evaluate(config, state, tokenizer, mesh, workdir,
+              step) -> dict[str, float]:
+  model = hardpos_jax.Model(config=config.model.to_dict(),
+                            params=state.params, tokenizer=tokenizer)
+  return run_evals(config, model, mesh,
+                   os.path.join(workdir, "eval", str(step)))
+
+
+def initialize_distributed() -> None:
+  """Joins the multi-host runtime; alone, a 1-process one on localhost.
+
+  orbax's preemption (SIGTERM) saves need the distributed runtime even on a
+  single host.
+  """
+  try:
+    jax.distributed.initialize()
+  except (ValueError, RuntimeError):
+    with socket.socket() as s:
+      s.bind(("localhost", 0))
+      port = s.getsockname()[1]
+    jax.distributed.initialize(f"localhost:{port}", num_processes=1,
+                               process_id=0)
+
+
+def main(argv):
+  del argv
+  tf.config.set_visible_devices([], "GPU")
+  initialize_distributed()
+  try:
+    train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  except Preempted as e:
+    logging.warning("%s", e)
+    sys.exit(PREEMPTED_EXIT_CODE)
+
+
+if __name__ == "__main__":
+  # Defined here, not at import, so tests and notebooks can import this.
+  config_flags.DEFINE_config_file("config", None, "Recipe file[:arg].",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Checkpoints, logs and evaluations.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
