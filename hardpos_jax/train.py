@@ -73,13 +73,18 @@ def _host_scalars(metrics: dict[str, jax.Array]) -> dict[str, float]:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
-def _check_finite(losses: list[tuple[int, jax.Array]], last_saved: Any):
-  """Raises on the first non-finite loss among `losses` [(step, loss)]."""
-  for step, loss in losses:
-    if not math.isfinite(float(loss)):
+def _check_finite(pending: list[tuple[int, jax.Array]], last_saved: Any):
+  """Raises on the first non-finite (step, [loss, grad_norm]) in `pending`.
+
+  Finite loss and gradients (and a finite lr) make finite new params, so a
+  checkpoint taken after this check holds no NaN.
+  """
+  for step, values in pending:
+    loss, grad_norm = (float(v) for v in values)
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
       raise FloatingPointError(
-          f"Loss is {float(loss)} at step {step}; stopping. The last "
-          f"checkpoint (step {last_saved}) was saved before it and is intact.")
+          f"Loss {loss}, gradient norm {grad_norm} at step {step}; stopping. "
+          f"The last checkpoint (step {last_saved}) is intact.")
 
 
 def _truncate_metrics(path: str, step: int) -> None:
@@ -168,7 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     for step in range(start, total_steps):
       state, metrics = step_fn(state, next(batches))
       done = step + 1
-      pending.append((done, metrics["loss"]))
+      pending.append((done, (metrics["loss"], metrics["grad_norm"])))
       progress(done)
       if done % config.log_every == 0 or done == total_steps:
         _check_finite(pending, last_saved)

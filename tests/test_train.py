@@ -1,0 +1,165 @@
+"""The trainer: demo recipe end to end, exact resume, SIGTERM, NaN, flags."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import flax.traverse_util
+import numpy as np
+import pytest
+
+from configs import pos_neg
+from hardpos_jax import checkpoint
+from hardpos_jax import train
+from hardpos_jax.data import input_pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  """synthetic_shapes/tiny, built once for the module."""
+  path = str(tmp_path_factory.mktemp("tfds"))
+  input_pipeline.data_source("synthetic_shapes/tiny", "train", path)
+  return path
+
+
+def tiny_config(data_dir, **overrides):
+  config = pos_neg.get_config("demo,tiny")
+  config.input.data_dir = data_dir
+  config.total_steps = 6
+  config.checkpoint_every = 2
+  config.evals = ""
+  for key, value in overrides.items():
+    node = config
+    *path, leaf = key.split(".")
+    for name in path:
+      node = node[name]
+    node[leaf] = value
+  return config
+
+
+def flat_params(state):
+  return {k: np.asarray(v) for k, v in
+          flax.traverse_util.flatten_dict(state.params, sep="/").items()}
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, train.METRICS_FILE)) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_demo_trains_evaluates_and_loss_goes_down(data_dir, tmp_path):
+  config = tiny_config(data_dir, total_steps=16, checkpoint_every=8,
+                       evals="synthetic_tiny", **{"optim.lr": 3e-3})
+  state = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 16
+  rows = read_metrics(str(tmp_path))
+  assert [r["step"] for r in rows] == list(range(1, 17))
+  for key in ("loss", "i2t_loss", "t2i_loss", "lr", "examples_per_sec",
+              "steps_per_sec"):
+    assert all(np.isfinite(r[key]) for r in rows), key
+  losses = [r["loss"] for r in rows]
+  assert np.mean(losses[-4:]) < np.mean(losses[:4]), losses
+  with open(tmp_path / "eval" / "16" / "synthetic_tiny.json") as f:
+    summary = json.load(f)
+  assert "swap" in json.dumps(summary)
+  assert json.load(open(tmp_path / "config.json"))["input"]["dataset"] == (
+      "synthetic_shapes/tiny")
+
+
+class _Interrupt(Exception):
+  pass
+
+
+def test_resume_is_bit_identical(data_dir, tmp_path, monkeypatch):
+  config = tiny_config(data_dir)
+  reference = flat_params(train.train_and_evaluate(config,
+                                                   str(tmp_path / "ref")))
+
+  create = input_pipeline.create_train_iterator
+  fingerprints = []
+
+  def interrupted(*args, start_step, **kwargs):
+    batches = create(*args, start_step=start_step, **kwargs)
+
+    def gen():
+      for i, batch in enumerate(batches):
+        if start_step + i == 5:  # dies after step 5; last save at step 4
+          raise _Interrupt()
+        fingerprints.append(np.asarray(batch["caption_id"]).tolist())
+        yield batch
+    return gen()
+
+  monkeypatch.setattr(input_pipeline, "create_train_iterator", interrupted)
+  workdir = str(tmp_path / "resumed")
+  with pytest.raises(_Interrupt):
+    train.train_and_evaluate(config, workdir)
+  assert checkpoint.create_manager(workdir, save_every=1,
+                                   keep=None).latest_step() == 4
+  monkeypatch.setattr(input_pipeline, "create_train_iterator", create)
+  resumed = flat_params(train.train_and_evaluate(config, workdir))
+  assert resumed.keys() == reference.keys()
+  for key in reference:
+    np.testing.assert_array_equal(resumed[key], reference[key], err_msg=key)
+  # Metrics past the restored step were dropped, then logged again once.
+  assert [r["step"] for r in read_metrics(workdir)] == list(range(1, 7))
+
+
+def test_nan_stops_with_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+  create = input_pipeline.create_train_iterator
+
+  def poisoned(*args, start_step, **kwargs):
+    for i, batch in enumerate(create(*args, start_step=start_step, **kwargs)):
+      if start_step + i == 3:
+        batch = {**batch, "image": batch["image"] * np.nan}
+      yield batch
+
+  monkeypatch.setattr(input_pipeline, "create_train_iterator", poisoned)
+  workdir = str(tmp_path)
+  with pytest.raises(FloatingPointError, match="step 4.*checkpoint \\(step 2"):
+    train.train_and_evaluate(tiny_config(data_dir), workdir)
+  config, params = checkpoint.restore_params(workdir)
+  assert all(np.isfinite(v).all() for v in
+             flax.traverse_util.flatten_dict(params).values())
+  assert config["embed_dim"] == 32
+
+
+def _train_cli(workdir, data_dir, *extra):
+  return [sys.executable, "-m", "hardpos_jax.train",
+          "--config=configs/pos_neg.py:demo,tiny", f"--workdir={workdir}",
+          f"--config.input.data_dir={data_dir}", "--config.evals=", *extra]
+
+
+def test_mistyped_config_key_fails_clearly(data_dir, tmp_path):
+  result = subprocess.run(
+      _train_cli(tmp_path, data_dir, "--config.optim.lrr=0.1"), cwd=ROOT,
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert "lrr" in result.stderr
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_sigterm_saves_and_exits_preempted(data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  proc = subprocess.Popen(
+      _train_cli(workdir, data_dir, "--config.total_steps=100000",
+                 "--config.checkpoint_every=100000", "--config.log_every=1"),
+      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  metrics = os.path.join(workdir, train.METRICS_FILE)
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.exists(metrics) and len(open(metrics).readlines()) >= 3:
+      break
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=240)
+  assert proc.returncode == train.PREEMPTED_EXIT_CODE, err.decode()[-3000:]
+  mngr = checkpoint.create_manager(workdir, save_every=1, keep=None)
+  saved = mngr.latest_step()
+  assert saved is not None and saved >= 3
+  config, params = checkpoint.restore_params(workdir, saved)
+  assert config["embed_dim"] == 32 and "img" in params
