@@ -4,14 +4,14 @@ Shapes: B global batch, b = the rows one process holds, S image side, L
 tokens, K hard negatives per image, P hard positives per image.
 
 Order and resume. Examples are read by index from an array_record source
-(`as_data_source`). Step s of epoch e = s // (N // B) reads rows
-[(s mod N // B) * B, ... + B) of a permutation of the N examples drawn from
-(seed, e); the last N mod B of each epoch are left out. Everything random
+(`as_data_source`). With e, k = divmod(s, N // B), step s reads entries
+[k B, (k + 1) B) of a permutation of the N examples drawn from (seed, e); the
+last N mod B of each epoch's permutation are left out. Everything random
 about an example (which hard negatives and positives, the crop) is drawn from
 (seed, epoch, index) or its position, so each batch is a pure function of
 (seed, step): `start_step=s` yields exactly the batch an uninterrupted run
 sees at step s, and there is no iterator state to checkpoint. Each process
-reads and preprocesses only its rows of each batch.
+reads and preprocesses only its rows of each batch (`host_rows`).
 
 Input config keys (`config.x`):
   dataset, data_dir: the TFDS dataset ("synthetic_shapes/tiny") and directory.
@@ -30,6 +30,7 @@ import functools
 import itertools
 import math
 from typing import Any
+import weakref
 
 from absl import logging
 import jax
@@ -127,7 +128,8 @@ def hard_negative_subset(num_examples: int, fraction: float,
                          seed: int) -> np.ndarray:
   """bool [N]: exactly round(fraction * N) examples, fixed by the seed."""
   if not 0.0 <= fraction <= 1.0:
-    raise ValueError(f"hard_negative_fraction must be in [0, 1], got {fraction}")
+    raise ValueError(
+        f"hard_negative_fraction must be in [0, 1], got {fraction}")
   order = np.random.default_rng([seed, _HN_SUBSET_SALT]).permutation(
       num_examples)
   keep = np.zeros(num_examples, bool)
@@ -298,14 +300,35 @@ class GlobalBatches(Iterator[dict[str, jax.Array]]):
   def __init__(self, host_batches: tf.data.Dataset,
                sharding: jax.sharding.Sharding, global_batch_size: int,
                text_encoder: TextEncoder, num_batches: int | None = None):
-    self._host = host_batches.as_numpy_iterator()
     self._sharding = sharding
     self._global_batch_size = global_batch_size
     self._num_batches = num_batches
     self.text_encoder = text_encoder
+    # tf.data threads running a Python generator while the interpreter shuts
+    # down can hang the process at exit, so the pipeline is dropped first:
+    # `weakref.finalize` runs at exit, on `close` or when this is collected.
+    self._pipeline = [iter(host_batches)]
+    self._stop = weakref.finalize(self, self._pipeline.clear)
+
+  def close(self) -> None:
+    """Stops the tf.data pipeline."""
+    self._stop()
+
+  def __enter__(self) -> "GlobalBatches":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
 
   def __next__(self) -> dict[str, jax.Array]:
-    local = next(self._host)
+    if not self._pipeline:
+      raise StopIteration
+    try:
+      local = next(self._pipeline[0])
+    except StopIteration:
+      self.close()
+      raise
+    local = jax.tree.map(np.asarray, local)
     return {
         k: jax.make_array_from_process_local_data(
             self._sharding, v, (self._global_batch_size, *v.shape[1:]))

@@ -13,6 +13,7 @@ its position in the data order.
 
 from collections.abc import Callable, Sequence
 import io
+import math
 
 import numpy as np
 from PIL import Image
@@ -73,13 +74,54 @@ def decode(key: str = "image") -> Op:
   return op
 
 
+def _crop_window(height: tf.Tensor, width: tf.Tensor, seed: tf.Tensor,
+                 scale: Sequence[float], ratio: Sequence[float]):
+  """torchvision `RandomResizedCrop.get_params`, with stateless TF randomness.
+
+  Ten tries of an area fraction in `scale` and a log-uniform aspect ratio in
+  `ratio`; the first that fits is placed uniformly at random. If none fits,
+  the centred crop of the image clamped to `ratio`.
+
+  Returns:
+    (top, left, crop height, crop width), int32 scalars.
+  """
+  tries = 10
+  # The same seed values must give the same crop whatever their dtype.
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+  h_f, w_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+  area = h_f * w_f * tf.random.stateless_uniform(
+      [tries], seeds[0], scale[0], scale[1])
+  aspect = tf.exp(tf.random.stateless_uniform(
+      [tries], seeds[1], math.log(ratio[0]), math.log(ratio[1])))
+  # tf.round rounds half to even, as Python's round in torchvision.
+  crop_w = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
+  crop_h = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
+  fits = (crop_w > 0) & (crop_h > 0) & (crop_w <= width) & (crop_h <= height)
+  first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+  in_ratio = w_f / h_f
+  fallback_w = tf.where(in_ratio > ratio[1],
+                        tf.cast(tf.round(h_f * ratio[1]), tf.int32), width)
+  fallback_h = tf.where(in_ratio < ratio[0],
+                        tf.cast(tf.round(w_f / ratio[0]), tf.int32), height)
+  found = tf.reduce_any(fits)
+  crop_h = tf.where(found, crop_h[first], fallback_h)
+  crop_w = tf.where(found, crop_w[first], fallback_w)
+
+  def offset(room, seed):
+    drawn = tf.random.stateless_uniform([], seed, 0, room + 1, tf.int32)
+    return tf.where(found, drawn, room // 2)
+
+  return (offset(height - crop_h, seeds[2]), offset(width - crop_w, seeds[3]),
+          crop_h, crop_w)
+
+
 def random_resized_crop(size: int, scale: Sequence[float],
                         ratio: Sequence[float], key: str = "image") -> Op:
-  """Random crop, resized to float32 [size, size, 3].
+  """torchvision's RandomResizedCrop, resized to float32 [size, size, 3].
 
   The crop covers a fraction `scale` of the image's area with an aspect ratio
-  in `ratio` (torchvision RandomResizedCrop's parameters), and is resized with
-  antialiased bicubic, as PIL resizes.
+  (width / height) in `ratio`, and is resized with antialiased bicubic, as
+  PIL resizes. Randomness comes from `data["seed"]`.
 
   Args:
     size: S, the output side.
@@ -93,16 +135,10 @@ def random_resized_crop(size: int, scale: Sequence[float],
 
   def op(data):
     image = data[key]
-    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image),
-        bounding_boxes=tf.zeros([0, 0, 4], tf.float32),
-        seed=data["seed"],
-        area_range=tuple(scale),
-        aspect_ratio_range=tuple(ratio),
-        min_object_covered=0.0,
-        max_attempts=10,  # torchvision RandomResizedCrop's tries
-        use_image_if_no_bounding_boxes=True)
-    crop = tf.slice(image, begin, crop_size)
+    shape = tf.shape(image)
+    top, left, height, width = _crop_window(shape[0], shape[1], data["seed"],
+                                            scale, ratio)
+    crop = image[top:top + height, left:left + width]
     resized = tf.image.resize(crop, [size, size], method="bicubic",
                               antialias=True)
     # Bicubic overshoots; PIL clips to the uint8 range, so do we.
