@@ -61,7 +61,9 @@ def base_config(
 
   config.input = ml_collections.ConfigDict()
   config.input.dataset = "coco_hard_pos_neg/coco"  # TFDS name/config
-  config.input.data_dir = config_dict.placeholder(str)  # None: TFDS default
+  # TFDS data dir; None: <workdir>/tfds, where the synthetic world is built
+  # on first use (the manual datasets need theirs built beforehand).
+  config.input.data_dir = config_dict.placeholder(str)
   config.input.split = "train"
   config.input.image_size = 224
   config.input.text_length = 77

@@ -129,6 +129,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   workdir = os.path.abspath(workdir)
   lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
+  config = config.copy_and_resolve_references()
+  if config.input.data_dir is None:
+    config.input.data_dir = os.path.join(workdir, "tfds")
   if lead:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))

@@ -21,6 +21,7 @@ from typing import Any
 from absl import logging
 from etils import epath
 from PIL import Image
+import numpy as np
 import tensorflow_datasets as tfds
 
 # tf.image.encode_jpeg's default, used when an image must be re-encoded (a
@@ -186,6 +187,35 @@ def _crop_box(
         f" image {path}"
     )
   return left, top, right, bottom
+
+
+def training_features(image_format: str = "jpeg") -> tfds.features.FeaturesDict:
+  """The training schema of coco_hard_pos_neg and synthetic_shapes."""
+  return tfds.features.FeaturesDict({
+      "image": tfds.features.Image(encoding_format=image_format),
+      "caption": tfds.features.Text(),
+      "hard_negatives": tfds.features.Sequence(tfds.features.Text()),
+      "hard_positives": tfds.features.Sequence(tfds.features.Text()),
+      # "swap" or "replace", one per hard positive.
+      "hard_positive_kinds": tfds.features.Sequence(tfds.features.Text()),
+      "image_id": tfds.features.Text(),
+      # Unique per example (TFDS shuffles at build time).
+      "caption_id": tfds.features.Scalar(dtype=np.int64),
+  })
+
+
+def benchmark_features(
+    image_format: str = "jpeg") -> tfds.features.FeaturesDict:
+  """The benchmark schema of hard_positives and synthetic_shapes_benchmark."""
+  return tfds.features.FeaturesDict({
+      "image": tfds.features.Image(encoding_format=image_format),
+      "caption": tfds.features.Text(),
+      "hard_negative": tfds.features.Text(),
+      "hard_positive": tfds.features.Text(),
+      "image_id": tfds.features.Text(),
+      # The item's row in its source file (or its key, synthetic).
+      "index": tfds.features.Scalar(dtype=np.int64),
+  })
 
 
 class ArrayRecordBuilder(

@@ -22,7 +22,6 @@ import functools
 import pathlib
 from typing import Any
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders import common
@@ -74,21 +73,7 @@ class CocoHardPosNeg(common.ManualDataBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self._dataset_info(
         description=__doc__,
-        features=tfds.features.FeaturesDict(
-            {
-                "image": tfds.features.Image(encoding_format="jpeg"),
-                "caption": tfds.features.Text(),
-                "hard_negatives": tfds.features.Sequence(tfds.features.Text()),
-                "hard_positives": tfds.features.Sequence(tfds.features.Text()),
-                # "swap" or "replace", one per hard positive.
-                "hard_positive_kinds": tfds.features.Sequence(
-                    tfds.features.Text()
-                ),
-                "image_id": tfds.features.Text(),
-                # coco: the COCO annotation id; negclip: the TSV row (0-based).
-                "caption_id": tfds.features.Scalar(dtype=np.int64),
-            }
-        ),
+        features=common.training_features(),
         homepage="https://github.com/amitakamath/hard_positives",
         citation="Kamath et al., The Hard Positive Truth about "
         "Vision-Language Compositionality, ECCV 2024.",

@@ -14,7 +14,6 @@ import functools
 import pathlib
 from typing import Any
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders import common
@@ -79,17 +78,7 @@ class HardPositives(common.ManualDataBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self._dataset_info(
         description=__doc__,
-        features=tfds.features.FeaturesDict(
-            {
-                "image": tfds.features.Image(encoding_format="jpeg"),
-                "caption": tfds.features.Text(),
-                "hard_negative": tfds.features.Text(),
-                "hard_positive": tfds.features.Text(),
-                "image_id": tfds.features.Text(),
-                # The row in the released files.
-                "index": tfds.features.Scalar(dtype=np.int64),
-            }
-        ),
+        features=common.benchmark_features(),
         homepage="https://github.com/amitakamath/hard_positives",
         citation="Kamath et al., The Hard Positive Truth about "
         "Vision-Language Compositionality, ECCV 2024.",

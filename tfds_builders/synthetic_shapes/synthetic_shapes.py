@@ -15,14 +15,13 @@ gives the same bytes; `world.scene_from_image_id` recovers an example's scene.
 import abc
 from collections.abc import Iterator, Mapping
 import dataclasses
-import inspect
 from typing import Any
 
-from etils import epath
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tfds_builders import common
 from tfds_builders.synthetic_shapes import world
 
 
@@ -53,47 +52,12 @@ def _configs(default: Mapping[str, int],
   ]
 
 
-class _SyntheticBuilder(tfds.core.GeneratorBasedBuilder,
-                        skip_registration=True):
+class _SyntheticBuilder(common.ArrayRecordBuilder, skip_registration=True):
   """Writes the splits in `SPLITS`, as array_record unless told otherwise."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   SPLITS: tuple[str, ...] = ()
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS 4.9.10 looks for builders outside its tree with the
-    # `importlib_resources` backport, which is not installed on Python >= 3.9;
-    # this is TFDS's own fallback.
-    return epath.Path(inspect.getfile(cls))
-
-  def download_and_prepare(self, *, file_format: Any = None, **kwargs: Any):
-    """As TFDS's, but writes array_record (read by index) by default.
-
-    Set here rather than in `__init__` so that a dataset already prepared in
-    another format still loads.
-
-    Args:
-      file_format: the record format; `None` means array_record.
-      **kwargs: passed on to `download_and_prepare`.
-    """
-    super().download_and_prepare(
-        file_format=file_format or tfds.core.FileFormat.ARRAY_RECORD, **kwargs)
-
-  def _info_with(self, features: Mapping[str, Any]) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            # PNG keeps pixels exact, so tests can check them.
-            "image": tfds.features.Image(encoding_format="png"),
-            "caption": tfds.features.Text(),
-            **features,
-            "image_id": tfds.features.Text(),
-        }),
-    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Nothing to download.
@@ -130,13 +94,9 @@ class SyntheticShapes(_SyntheticBuilder):
                              tiny={"pretrain": 12, "train": 16})
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self._info_with({
-        "hard_negatives": tfds.features.Sequence(tfds.features.Text()),
-        "hard_positives": tfds.features.Sequence(tfds.features.Text()),
-        # "swap" or "replace", one per hard positive.
-        "hard_positive_kinds": tfds.features.Sequence(tfds.features.Text()),
-        "caption_id": tfds.features.Scalar(dtype=np.int64),
-    })
+    # PNG keeps pixels exact, so tests can check them.
+    return tfds.core.DatasetInfo(builder=self, description=__doc__,
+                                 features=common.training_features("png"))
 
   def _texts(self, split, scene, rng, key) -> dict[str, Any]:
     texts = world.train_example(scene, rng, with_hard=split == "train")
@@ -151,11 +111,8 @@ class SyntheticShapesBenchmark(_SyntheticBuilder):
       default=dict.fromkeys(SPLITS, 500), tiny=dict.fromkeys(SPLITS, 10))
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self._info_with({
-        "hard_negative": tfds.features.Text(),
-        "hard_positive": tfds.features.Text(),
-        "index": tfds.features.Scalar(dtype=np.int64),
-    })
+    return tfds.core.DatasetInfo(builder=self, description=__doc__,
+                                 features=common.benchmark_features("png"))
 
   def _texts(self, split, scene, rng, key) -> dict[str, Any]:
     return {**world.benchmark_item(split, scene, rng), "index": key}
