@@ -24,8 +24,8 @@ from hardpos_jax.models import clip
 
 # Rows per jitted call: bounds memory for long lists; one compile per shape.
 _CHUNK = 256
-# Text is run at the shortest multiple of this that holds every caption: with
-# a causal mask and EOT pooling the embedding is the same as at 77 tokens.
+# Text runs at the shortest multiple of this holding every caption's EOT
+# (`tokenizer.used_length`): the same embeddings as at 77 tokens.
 _TEXT_BUCKET = 16
 
 
@@ -80,8 +80,7 @@ class Model:
   def encode_text(self, texts: Sequence[str]) -> np.ndarray:
     """List of T strings -> [T, E] unit embeddings."""
     ids = self.tokenize(texts)
-    used = int((ids != 0).sum(axis=1).max(initial=1))
-    length = min(ids.shape[1], -(-used // _TEXT_BUCKET) * _TEXT_BUCKET)
+    length = tokenizer_lib.used_length(ids, _TEXT_BUCKET)
     return self._chunked(self._text_fn, ids[:, :length])
 
   def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:

@@ -353,3 +353,24 @@ class Tokenizer:
     merges_path = os.path.join(directory, "merges.txt")
     with open(merges_path, "w", encoding="utf-8") as f:
       f.write("\n".join([_HF_MERGES_HEADER, *self._merges]) + "\n")
+
+
+def used_length(ids: np.ndarray, multiple: int = 8) -> int:
+  """The shortest L, a multiple of `multiple`, that holds every row's EOT.
+
+  With a causal mask and EOT pooling, tokens after EOT never reach the
+  pooled embedding, so a text tower run at this L gives the same embeddings
+  as at the full context. The last column with any non-zero id is the last
+  EOT: EOT is never 0 and ends each text, while a text may hold id 0 ("!").
+
+  Args:
+    ids: [N, C] int token ids, zero-padded.
+    multiple: round L up to this (fewer distinct shapes to compile).
+
+  Returns:
+    L <= C.
+  """
+  if not ids.size:
+    return ids.shape[1]
+  used = int(np.flatnonzero(ids.any(axis=0)).max()) + 1
+  return min(ids.shape[1], -(-used // multiple) * multiple)

@@ -13,6 +13,8 @@ import hardpos_jax
 from hardpos_jax import tokenizer as tokenizer_lib
 
 CAPTIONS = ["a photo of a cat", "chair in conference room",
+            # id 0 ("!") inside a caption must not shorten the text run.
+            "a !!!!!!!!!!!!!!!!!!!! dog",
             "two antelope and three giraffes", "the dog is to the rear of "
             "a man"]
 
@@ -81,7 +83,7 @@ def test_load_hf_dir_matches_transformers(hf_dir):
   np.testing.assert_allclose(zimg, ref_img, atol=1e-5)
   np.testing.assert_allclose(ztxt, ref_txt, atol=1e-5)
   np.testing.assert_allclose(np.linalg.norm(ztxt, axis=1), 1, atol=1e-6)
-  assert model.tokenize(CAPTIONS).shape == (4, 77)
+  assert model.tokenize(CAPTIONS).shape == (5, 77)
 
 
 @pytest.mark.parametrize("fmt,name", [("flax", "flax_dir"),

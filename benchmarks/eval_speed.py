@@ -1,0 +1,229 @@
+"""Items/s of the evaluator vs a per-item loop in the paper's style.
+
+The benchmark has the real subsets' shape (56,191 items: replace_att 10,575
+on 4,947 images, replace_rel 16,868 on 6,776, swap 28,748 with an image
+each), or the first `--scale` fraction of each subset, held in memory (no
+TFDS reads on either side). Images are smooth random JPEGs of Visual
+Genome's typical size. REPLACE items take the released captions and image
+ids when `--data` holds the released files (their texts repeat across items,
+which the evaluator encodes once); otherwise, and for SWAP, captions of 3-8
+words are generated. Both sides use the same model, tokenizer, OpenAI eval
+transform and decoding threads.
+
+  * evaluator: `scoring.score_split` on each subset, timed end to end,
+    compilation included.
+  * per-item loop (run_eval.py's style): batches of 16 items; each item
+    decodes its image and tokenizes its 3 captions at 77 tokens; one jitted
+    call embeds the 16 images, one the 48 captions. It is timed on the first
+    `--loop_items` items (after one untimed batch that compiles) and its
+    rate is extrapolated to the whole benchmark.
+
+  .venv/bin/python benchmarks/eval_speed.py [--scale 0.1] [--variant small]
+      [--data ../shared/data/hard_positives]
+"""
+
+import argparse
+import concurrent.futures
+import io
+import json
+import os
+from pathlib import Path
+import time
+
+import jax
+import numpy as np
+from PIL import Image
+
+from hardpos_jax import metrics
+from hardpos_jax.data import preprocess
+from hardpos_jax.evals import hard_positives
+from hardpos_jax.evals import scoring
+from hardpos_jax.models import clip
+from hardpos_jax.tokenizer import Tokenizer
+
+# (items, images) of the released subsets; swap crops a region per item.
+SHAPES = {"replace_att": (10_575, 4_947), "replace_rel": (16_868, 6_776),
+          "swap": (28_748, 28_748)}
+_DEFAULT_DATA = (Path(__file__).resolve().parents[2] / "shared" / "data"
+                 / "hard_positives")
+# The released files of the REPLACE subsets (data/ and swapped_data/).
+RELEASED_FILES = {"replace_att": "vl_checklist_attributes.json",
+                  "replace_rel": "vl_checklist_relations.json"}
+# Visual Genome images are mostly 500 pixels on the long side.
+IMAGE_SIZE = (500, 375)
+LOOP_BATCH = 16  # run_eval.py's batch of items
+NOUNS = ("man woman boy girl dog cat horse cow sheep bird car bus truck bike "
+         "train boat plane tree bush flower grass table chair bench bed "
+         "couch lamp shirt jacket hat shoe bag plate cup bowl bottle sign "
+         "building house window door wall fence pole street road sidewalk "
+         "sky cloud water wave rock sand snow field mountain hill kite "
+         "umbrella clock tower pizza cake").split()
+# Attribute -> a synonym, as the benchmark's replace hard positives.
+SYNONYMS = {"white": "ivory", "black": "ebony", "blue": "sapphire",
+            "brown": "chestnut", "red": "crimson", "green": "emerald",
+            "large": "big", "small": "tiny", "long": "lengthy",
+            "old": "aged", "young": "youthful", "wet": "damp"}
+RELATIONS = ("in", "on", "near", "behind", "under", "holding", "wearing",
+             "above", "next to", "riding")
+# Small enough to time on two CPU cores; `--variant B/32` for the real size.
+SMALL = dict(
+    image=dict(width=256, depth=4, num_heads=4, mlp_dim=1024, patch_size=32),
+    text=dict(width=256, depth=4, num_heads=4, mlp_dim=1024),
+    embed_dim=256, image_size=224)
+
+
+class MemorySource:
+  """A split held in memory, read like a TFDS data source."""
+
+  def __init__(self, records: list[dict]):
+    self.records = records
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  def __getitems__(self, positions: list[int]) -> list[dict]:
+    return [self.records[p] for p in positions]
+
+
+def _jpeg(seed: int) -> bytes:
+  rng = np.random.default_rng(seed)
+  small = rng.integers(0, 256, (6, 8, 3), np.uint8)
+  image = Image.fromarray(small).resize(IMAGE_SIZE, Image.Resampling.BILINEAR)
+  out = io.BytesIO()
+  image.save(out, format="JPEG", quality=90)
+  return out.getvalue()
+
+
+def _item(rng: np.random.Generator) -> dict[str, str]:
+  """A caption of 3-8 words, a hard negative and a hard positive."""
+  a, b = rng.choice(NOUNS, 2, replace=False)
+  att, other = rng.choice(list(SYNONYMS), 2, replace=False)
+  words = ["a", att, a]
+  if rng.random() < 0.7:
+    words += [rng.choice(RELATIONS), "the", rng.choice(list(SYNONYMS)), b]
+  negative = [other if w == att else w for w in words]
+  positive = [SYNONYMS[att] if w == att else w for w in words]
+  return {"caption": " ".join(words), "hard_negative": " ".join(negative),
+          "hard_positive": " ".join(positive)}
+
+
+def _released_items(data_dir: Path, subset: str,
+                    num_items: int) -> list[tuple[str, dict]] | None:
+  """(image id, texts) of a subset's first items, if its files are there."""
+  paths = [data_dir / folder / RELEASED_FILES.get(subset, "-")
+           for folder in ("data", "swapped_data")]
+  if not all(p.is_file() for p in paths):
+    return None
+  data, swapped = (json.loads(p.read_text())[:num_items] for p in paths)
+  return [(r["image_id"], {"caption": r["true_caption"],
+                           "hard_negative": r["false_caption"],
+                           "hard_positive": s["true_caption"]})
+          for r, s in zip(data, swapped)]
+
+
+def make_benchmark(scale: float, data_dir: Path,
+                   workers: concurrent.futures.Executor) -> dict:
+  """{subset: (MemorySource, where its captions come from)}."""
+  sources, seed = {}, 0
+  for subset, (num_items, num_images) in SHAPES.items():
+    num_items = max(1, round(scale * num_items))
+    items, origin = _released_items(data_dir, subset, num_items), "released"
+    if items is None:
+      num_images = max(1, min(num_items, round(scale * num_images)))
+      rng = np.random.default_rng(seed)
+      items = [(i % num_images, _item(rng)) for i in range(num_items)]
+      origin = "generated"
+    keys = list(dict.fromkeys(key for key, _ in items))
+    images = dict(zip(keys, workers.map(_jpeg,
+                                        range(seed, seed + len(keys)))))
+    seed += len(keys)
+    sources[subset] = (MemorySource([
+        {"image": images[key], "index": i, **texts}
+        for i, (key, texts) in enumerate(items)]), origin)
+  return sources
+
+
+def per_item_loop(config: dict, params, tokenizer: Tokenizer, source,
+                  count: int, workers) -> tuple[np.ndarray, float]:
+  """Scores the first `count` items in batches of 16; returns ([n, 3], s)."""
+  module = clip.CLIP(**config)
+  image_fn = jax.jit(lambda x: module.apply({"params": params}, images=x)[0])
+  text_fn = jax.jit(lambda t: module.apply({"params": params}, text=t)[1])
+  keys = hard_positives.TEXT_KEYS
+
+  def batch_scores(records):
+    pixels = np.stack(list(workers.map(
+        lambda r: preprocess.clip_eval_image(
+            preprocess.decode_rgb(r["image"]), config["image_size"]),
+        records)))
+    ids = tokenizer([r[k] for r in records for k in keys], 77)
+    zimg = np.asarray(image_fn(pixels))
+    ztxt = np.asarray(text_fn(ids)).reshape(len(records), len(keys), -1)
+    return np.einsum("nd,nkd->nk", zimg, ztxt)
+
+  batches = [source.__getitems__(list(range(i, min(i + LOOP_BATCH, count))))
+             for i in range(0, count, LOOP_BATCH)]
+  batch_scores(batches[0])  # Compiles; the paper's loop pays no compile.
+  start = time.perf_counter()
+  scores = [batch_scores(b) for b in batches if len(b) == LOOP_BATCH]
+  return np.concatenate(scores), time.perf_counter() - start
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--scale", type=float, default=1.0,
+                      help="Fraction of each subset's items and images.")
+  parser.add_argument("--variant", default="small",
+                      help="'small' or a clip.VARIANTS name such as B/32.")
+  parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--loop_items", type=int, default=800,
+                      help="Items the per-item loop is timed on.")
+  parser.add_argument("--data", type=Path, default=_DEFAULT_DATA,
+                      help="The released hard_positives files, if any.")
+  args = parser.parse_args()
+
+  tokenizer = Tokenizer()
+  config = (clip.model_config(**SMALL) if args.variant == "small"
+            else clip.model_config(args.variant))
+  params = clip.init_params(config, jax.random.key(0))
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+  workers = concurrent.futures.ThreadPoolExecutor(os.cpu_count())
+  start = time.perf_counter()
+  sources = make_benchmark(args.scale, args.data, workers)
+  origins = {k: origin for k, (_, origin) in sources.items()}
+  sources = {k: source for k, (source, _) in sources.items()}
+  total = sum(len(s) for s in sources.values())
+  print(f"{total} items generated in {time.perf_counter() - start:.0f} s; "
+        f"model {args.variant}, {jax.device_count()} "
+        f"{jax.devices()[0].platform} device(s), {os.cpu_count()} CPU threads")
+
+  encoders = scoring.create_encoders(config, mesh, args.batch_size)
+  start = time.perf_counter()
+  scores = {subset: scoring.score_split(encoders, params, tokenizer, source,
+                                        hard_positives.TEXT_KEYS,
+                                        hard_positives.INDEX_KEY)
+            for subset, source in sources.items()}
+  seconds = time.perf_counter() - start
+  for subset, s in scores.items():
+    print(f"  {subset}: {len(s.index)} items, {s.num_images} images, "
+          f"{s.num_texts} {origins[subset]} texts at L={s.text_length}")
+  print(f"evaluator      {total / seconds:10.1f} items/s  ({seconds:.1f} s, "
+        "compilation included)")
+
+  sample = min(args.loop_items, len(sources["swap"]))
+  loop_scores, loop_seconds = per_item_loop(config, params, tokenizer,
+                                            sources["swap"], sample, workers)
+  rate = len(loop_scores) / loop_seconds
+  print(f"per-item loop  {rate:10.1f} items/s  (timed on {len(loop_scores)} "
+        f"swap items; {total / rate:.0f} s for all {total}, extrapolated)")
+  print(f"speed-up       {total / seconds / rate:10.1f}x")
+  diff = np.abs(loop_scores - scores["swap"].scores[:len(loop_scores)]).max()
+  same = (metrics.hard_positive_metrics(*loop_scores.T)
+          == metrics.hard_positive_metrics(
+              *scores["swap"].scores[:len(loop_scores)].T))
+  print(f"check: largest score difference on the timed items {diff:.1e}, "
+        f"same metrics: {same}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,103 @@
+"""The hard-positive benchmark (Kamath et al., ECCV 2024): summary and report.
+
+Each item scores its image against its caption c, hard negative c_n and hard
+positive c_p (`metrics.hard_positive_metrics`). REPLACE is reported as the
+mean of replace_att and replace_rel (macro, as the paper) and over their
+pooled items (micro).
+"""
+
+from collections.abc import Mapping
+
+from matplotlib import figure
+import numpy as np
+
+from hardpos_jax import metrics
+from hardpos_jax.evals import scoring
+
+SUBSETS = ("replace_att", "replace_rel", "swap")
+REPLACE = ("replace_att", "replace_rel")
+# Scored features and their columns in the scores CSV.
+TEXT_KEYS = ("caption", "hard_negative", "hard_positive")
+SCORE_COLUMNS = ("s_c", "s_n", "s_p")
+INDEX_KEY = "index"
+
+
+def benchmark_splits() -> dict[str, tuple[str, str]]:
+  """{subset: (TFDS dataset, split)} of the released benchmark."""
+  return {s: (f"hard_positives/{s}", "test") for s in SUBSETS}
+
+
+def synthetic_splits(config: str) -> dict[str, tuple[str, str]]:
+  """The same subsets from a `synthetic_shapes_benchmark` config's splits."""
+  return {s: (f"synthetic_shapes_benchmark/{config}", f"test_{s}")
+          for s in SUBSETS}
+
+
+def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
+  """Metrics per subset and for REPLACE.
+
+  Args:
+    scores: {subset: its scores}, with every name in SUBSETS.
+
+  Returns:
+    {"subsets": {subset: metrics and counts}, "replace_macro": metrics,
+    "replace_micro": metrics}.
+  """
+  subsets = {
+      name: {**metrics.hard_positive_metrics(*s.scores.T),
+             "images": s.num_images, "texts": s.num_texts,
+             "text_length": s.text_length, "truncated": s.num_truncated}
+      for name, s in scores.items()
+  }
+  per_subset = [{k: subsets[n][k] for k in ("count",
+                                            *metrics.HARD_POSITIVE_METRICS)}
+                for n in REPLACE]
+  pooled = np.concatenate([scores[n].scores for n in REPLACE])
+  return {"subsets": subsets, "replace_macro": metrics.macro(per_subset),
+          "replace_micro": metrics.hard_positive_metrics(*pooled.T)}
+
+
+_COLUMNS = {"original": "Orig", "augmented": "Aug",
+            "brittleness": "Brittle (lower is better)",
+            "negative_on_top": "c_n on top", "ties": "ties"}
+
+
+def _rows(summary: dict) -> list[tuple[str, dict]]:
+  subsets = summary["subsets"]
+  return [(n, subsets[n]) for n in REPLACE] + [
+      ("REPLACE (macro)", summary["replace_macro"]),
+      ("REPLACE (micro)", summary["replace_micro"]),
+      ("swap", subsets["swap"])]
+
+
+def format_table(summary: dict) -> str:
+  """A markdown table of `summary` (from `summarize`), metrics in percent."""
+  lines = ["| subset | items | images | texts | "
+           + " | ".join(_COLUMNS.values()) + " |",
+           "|---" * (4 + len(_COLUMNS)) + "|"]
+  for name, row in _rows(summary):
+    counts = [row["count"], row.get("images", ""), row.get("texts", "")]
+    lines.append(f"| {name} | " + " | ".join(map(str, counts)) + " | " +
+                 " | ".join(f"{100 * row[k]:.1f}" for k in _COLUMNS) + " |")
+  return "\n".join(lines)
+
+
+def plot(summary: dict, path: str) -> None:
+  """Writes a PNG: Orig vs Aug per subset, and Brittleness."""
+  rows = _rows(summary)
+  names = [n for n, _ in rows]
+  x = np.arange(len(rows))
+  fig = figure.Figure(figsize=(11, 4), layout="constrained")
+  fig.suptitle(summary["eval"])
+  left, right = fig.subplots(1, 2, width_ratios=(3, 2))
+  for offset, key in ((-0.2, "original"), (0.2, "augmented")):
+    left.bar(x + offset, [100 * r[key] for _, r in rows], 0.4,
+             label=_COLUMNS[key])
+  left.set_title("Accuracy with and without hard positives")
+  left.legend()
+  right.bar(x, [100 * r["brittleness"] for _, r in rows], color="tab:red")
+  right.set_title("Brittleness (lower is better)")
+  for ax in (left, right):
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylabel("%")
+  fig.savefig(path, format="png", dpi=100)
