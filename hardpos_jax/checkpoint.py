@@ -47,6 +47,17 @@ def save_params(path: str, config: dict, params: Any) -> None:
   os.replace(tmp, os.path.join(path, MODEL_CONFIG))
 
 
+def workdir_step(workdir: str, step: int | None = None) -> int:
+  """`step` if the workdir has it complete, else its latest complete step."""
+  with create_manager(workdir, save_every=1, keep=None) as mngr:
+    steps = sorted(mngr.all_steps())
+  if not steps or (step is not None and step not in steps):
+    raise FileNotFoundError(
+        f"{workdir}: no complete checkpoint"
+        f"{'' if step is None else f' at step {step}'}; steps: {steps}")
+  return steps[-1] if step is None else step
+
+
 def restore_params(path: str, step: int | None = None) -> tuple[dict, Any]:
   """(model config, params) of an export dir, or of a workdir's `step`
   (default: its latest complete checkpoint)."""
