@@ -463,6 +463,7 @@ def write_hf(path: str, config: Mapping, params: Mapping, tokenizer=None):
 
 def write_open_clip(path: str, config: Mapping, params: Mapping) -> None:
   """Writes an OpenAI/open_clip-key state dict (.safetensors, .pt, .bin)."""
+  _check_openai_style(config)
   for tower in ("image", "text"):
     width, heads = config[tower]["width"], config[tower]["num_heads"]
     if width != heads * OPENAI_HEAD_WIDTH:

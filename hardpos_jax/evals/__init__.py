@@ -11,11 +11,17 @@ Names (EVALUATORS):
                    test splits (config `default`); nothing to download
   synthetic_tiny   the same from its `tiny` config, for tests and smoke runs
   sugar_crepe      SugarCrepe's seven subsets (TFDS `sugar_crepe`, manual)
+  retrieval_coco   COCO 5k (Karpathy test) image<->text Recall@1/5/10
+                   (TFDS `coco_captions/2014`)
+  zeroshot_cifar10, zeroshot_cifar100, zeroshot_imagenet
+                   zero-shot top-1/top-5 with OpenAI's prompt ensembles
+                   (TFDS `cifar10`, `cifar100`, `imagenet2012`, manual)
 
 With `out_dir`, an evaluation writes `<name>.json` (the summary),
-`<name>_scores.csv` (subset, index and the item's scores, s_c, s_n[, s_p]),
-`<name>.md` (the table) and `<name>.png` (the plot), each written under a
-temporary name and renamed, by process 0 only.
+`<name>_scores.csv` (subset, index and the kind's SCORE_COLUMNS: s_c, s_n[,
+s_p]; retrieval ranks; zero-shot label, prediction and rank), `<name>.md`
+(the table) and `<name>.png` (the plot), each written under a temporary
+name and renamed, by process 0 only.
 """
 
 from collections.abc import Callable, Mapping
@@ -32,14 +38,19 @@ import jax
 import numpy as np
 
 from hardpos_jax.evals import hard_positives
+from hardpos_jax.evals import retrieval
 from hardpos_jax.evals import scoring
 from hardpos_jax.evals import sugar_crepe
+from hardpos_jax.evals import zeroshot
 from hardpos_jax.evals.scoring import create_encoders, Encoders
 
-# Each kind of benchmark: its text keys, index key, summary, table and plot.
+# Each kind of benchmark: its scorer (`score_split`), CSV columns
+# (SCORE_COLUMNS), summary, table and plot.
 KINDS: dict[str, ModuleType] = {
     "hard_positives": hard_positives,
     "sugar_crepe": sugar_crepe,
+    "retrieval": retrieval,
+    "zeroshot": zeroshot,
 }
 
 
@@ -93,9 +104,8 @@ class Evaluator:
     scores = {}
     for subset, (dataset, split) in self.splits.items():
       source = scoring.open_split(dataset, split, data_dir, manual_dir)
-      scores[subset] = scoring.score_split(encoders, params, tokenizer,
-                                           source, kind.TEXT_KEYS,
-                                           kind.INDEX_KEY)
+      scores[subset] = kind.score_split(encoders, params, tokenizer, source,
+                                        subset)
       logging.info("%s/%s: %d items, %d images, %d texts at L=%d",
                    self.name, subset, len(scores[subset].index),
                    scores[subset].num_images, scores[subset].num_texts,
@@ -136,6 +146,11 @@ EVALUATORS = {
                                 hard_positives.synthetic_splits("tiny")),
     "sugar_crepe": Evaluator("sugar_crepe", "sugar_crepe",
                              sugar_crepe.benchmark_splits()),
+    "retrieval_coco": Evaluator("retrieval_coco", "retrieval",
+                                retrieval.benchmark_splits("coco_5k")),
+    **{f"zeroshot_{task}": Evaluator(f"zeroshot_{task}", "zeroshot",
+                                     zeroshot.benchmark_splits(task))
+       for task in zeroshot.TASKS},
 }
 
 

@@ -7,6 +7,7 @@ pooled items (micro).
 """
 
 from collections.abc import Mapping
+from typing import Any
 
 from matplotlib import figure
 import numpy as np
@@ -31,6 +32,14 @@ def synthetic_splits(config: str) -> dict[str, tuple[str, str]]:
   """The same subsets from a `synthetic_shapes_benchmark` config's splits."""
   return {s: (f"synthetic_shapes_benchmark/{config}", f"test_{s}")
           for s in SUBSETS}
+
+
+def score_split(encoders: scoring.Encoders, params: Any, tokenizer: Any,
+                source: Any, subset: str) -> scoring.SplitScores:
+  """Scores a split's items against their TEXT_KEYS texts (any subset)."""
+  del subset  # Every subset has the same features.
+  return scoring.score_split(encoders, params, tokenizer, source, TEXT_KEYS,
+                             INDEX_KEY)
 
 
 def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:

@@ -10,25 +10,30 @@ batch padded, its padding dropped), and an item's score against each of its
 K texts is the float32 dot product of the gathered unit embeddings: cosine
 similarity without the logit scale.
 
+`rank_gallery` ranks a gallery (captions, images, classes) for each query
+embedding blockwise on the mesh: retrieval and zero-shot classification.
+
 Multi-host: every process reads the split's texts and ids and tokenizes all
 texts (for one shared text length), but reads, decodes and encodes only its
 own rows of each batch. The jitted towers return replicated embeddings, so
 every process ends with the same scores.
 
 Legend: N items, K texts per item, M unique images, U unique texts, B batch
-rows, S image side, L tokens, D embedding width.
+rows, S image side, L tokens, D embedding width, Q queries, G gallery items.
 """
 
 import collections
 from collections.abc import Callable, Sequence
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import os
 from typing import Any
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -330,6 +335,93 @@ def score_split(encoders: Encoders, params: Any, tokenizer: Any, source: Any,
   return SplitScores(index=items.index, scores=scores.astype(np.float32),
                      num_images=len(zimg), num_texts=len(ztxt),
                      text_length=length, num_truncated=truncated)
+
+
+@functools.cache
+def _rank_block_fn(mesh: jax.sharding.Mesh) -> Callable:
+  """Jitted (queries [B, D], labels [B], gallery [G, D], labels [G]) ranks."""
+
+  def rank_block(queries, query_labels, gallery, gallery_labels):
+    # HIGHEST keeps the similarities float32 on TPU, whose default is bf16.
+    s = jnp.einsum("bd,gd->bg", queries, gallery,
+                   precision=jax.lax.Precision.HIGHEST)
+    right = query_labels[:, None] == gallery_labels[None, :]
+    best = jnp.max(jnp.where(right, s, -jnp.inf), axis=1, keepdims=True)
+    # Right and wrong items come from one product, so exact ties stay ties.
+    return jnp.sum(~right & (s >= best), axis=1), jnp.argmax(s, axis=1)
+
+  return jax.jit(rank_block, out_shardings=jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranks:
+  """Where each query's right gallery items rank.
+
+  Attributes:
+    rivals: int64 [Q] the wrong gallery items that score at least as high as
+      the query's best right one: its 0-based rank with ties counted against
+      it. Recall@k and top-k accuracy are mean(rivals < k).
+    top: int64 [Q] the highest-scoring gallery item (the first of ties).
+  """
+
+  rivals: np.ndarray
+  top: np.ndarray
+
+
+def rank_gallery(encoders: Encoders, queries: np.ndarray,
+                 query_labels: np.ndarray, gallery: np.ndarray,
+                 gallery_labels: np.ndarray) -> Ranks:
+  """Ranks a gallery for each query by cosine similarity, on the mesh.
+
+  A gallery item is right for a query when their labels are equal. Blocks of
+  B queries, sharded over the "data" axis (the last one padded), are scored
+  in float32 against the whole gallery, replicated: each call holds B x G
+  similarities, never Q x G.
+
+  Args:
+    encoders: the mesh and B.
+    queries: float32 [Q, D] unit embeddings.
+    query_labels: int [Q].
+    gallery: float32 [G, D] unit embeddings.
+    gallery_labels: int [G]; every query label must be among them.
+
+  Returns:
+    The `Ranks`, the same on every process.
+  """
+  query_labels = np.asarray(query_labels, np.int32)
+  gallery_labels = np.asarray(gallery_labels, np.int32)
+  unmatched = np.setdiff1d(query_labels, gallery_labels)
+  if unmatched.size:
+    raise ValueError(f"{unmatched.size} query labels have no gallery item, "
+                     f"e.g. {unmatched[0]}")
+
+  def put(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+    # Every process holds all of x; each places only its own shards.
+    return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+  fn = _rank_block_fn(encoders.mesh)
+  gallery = put(np.asarray(gallery, np.float32), encoders.replicated)
+  gallery_labels = put(gallery_labels, encoders.replicated)
+  batch, width = encoders.batch_size, queries.shape[1]
+  blocks = []
+  for first in range(0, len(queries), batch):
+    count = min(batch, len(queries) - first)
+    block = np.zeros((batch, width), np.float32)
+    block[:count] = queries[first:first + count]
+    labels = np.zeros(batch, np.int32)
+    labels[:count] = query_labels[first:first + count]
+    blocks.append((count, fn(put(block, encoders.batch_sharding),
+                             put(labels, encoders.batch_sharding), gallery,
+                             gallery_labels)))
+
+  def fetch(output: int) -> np.ndarray:
+    # Fetched once all blocks are dispatched, so the device never waits.
+    return np.concatenate([np.zeros(0, np.int64)] + [
+        np.asarray(out[output])[:count] for count, out in blocks]).astype(
+            np.int64)
+
+  return Ranks(rivals=fetch(0), top=fetch(1))
 
 
 def open_split(dataset: str, split: str, data_dir: str | None,

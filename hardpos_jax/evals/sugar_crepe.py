@@ -6,6 +6,7 @@ Each item scores its image against its caption c and hard negative c_n
 """
 
 from collections.abc import Mapping
+from typing import Any
 
 from matplotlib import figure
 import numpy as np
@@ -23,6 +24,14 @@ INDEX_KEY = "id"
 def benchmark_splits() -> dict[str, tuple[str, str]]:
   """{subset: (TFDS dataset, split)} of the released benchmark."""
   return {s: (f"sugar_crepe/{s}", "test") for s in SUBSETS}
+
+
+def score_split(encoders: scoring.Encoders, params: Any, tokenizer: Any,
+                source: Any, subset: str) -> scoring.SplitScores:
+  """Scores a split's items against their TEXT_KEYS texts (any subset)."""
+  del subset  # Every subset has the same features.
+  return scoring.score_split(encoders, params, tokenizer, source, TEXT_KEYS,
+                             INDEX_KEY)
 
 
 def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:

@@ -1,0 +1,246 @@
+"""Image-text retrieval, COCO 5k (Karpathy test): Recall@1/5/10 both ways.
+
+Image->text: each image queries every caption of the split and is a hit at k
+when one of its own captions is among the k best. Text->image: each caption
+queries every image and is a hit at k when its image is among the k best.
+Ranks come from `scoring.rank_gallery` (float32 cosine similarity, blockwise
+on the mesh): a query's rank is the number of wrong items that score at
+least as high as its best right one, so a tie counts against the model, as
+the hard-positive metrics' strict comparisons do. Duplicate caption strings
+(COCO has some) are encoded once and tie exactly.
+
+Each image keeps its first CAPTIONS_PER_IMAGE captions in the dataset's
+order: the usual 5,000 x 5 = 25,000 of the 5k protocol (Karpathy's test split
+has 25,010 captions; a few images have six or seven). An image with fewer is
+an error.
+
+Datasets (DATASETS), images in the `image` feature:
+
+| subset  | TFDS dataset       | split | image id   | captions            |
+|---------|--------------------|-------|------------|---------------------|
+| coco_5k | coco_captions/2014 | test  | `image/id` | `captions` / `text` |
+
+TFDS's `coco_captions` is COCO 2014 with Karpathy's splits; building it
+downloads COCO 2014 (about 20 GB) and Karpathy's split file. Another
+captioned-image dataset with the same layout is one more DATASETS row.
+
+Legend: M images, K captions per image, U unique caption texts, D width.
+"""
+
+from collections.abc import Mapping
+import dataclasses
+from typing import Any
+
+import jax
+from matplotlib import figure
+import numpy as np
+
+from hardpos_jax.evals import scoring
+
+CAPTIONS_PER_IMAGE = 5
+RECALL_AT = (1, 5, 10)
+# Columns of the scores CSV: the image's rank as a query, then its captions'.
+SCORE_COLUMNS = ("image_to_text_rank", *(
+    f"text_to_image_rank_{k}" for k in range(1, CAPTIONS_PER_IMAGE + 1)))
+# Records read per call when collecting a split's ids and captions.
+_READ_CHUNK = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptionedImages:
+  """Where a captioned-image split is and which features to read.
+
+  Attributes:
+    dataset: TFDS name with config.
+    split: the split's name.
+    id_key: the int feature that identifies an image.
+    captions_key: the captions' Sequence feature.
+    text_key: the caption text inside `captions_key`.
+  """
+
+  dataset: str
+  split: str
+  id_key: str
+  captions_key: str
+  text_key: str
+
+
+DATASETS = {
+    "coco_5k": CaptionedImages("coco_captions/2014", "test", "image/id",
+                               "captions", "text"),
+}
+
+
+def benchmark_splits(subset: str) -> dict[str, tuple[str, str]]:
+  """{subset: (TFDS dataset, split)} of the DATASETS row `subset`."""
+  if subset not in DATASETS:
+    raise ValueError(f"Unknown retrieval dataset {subset!r}; choose from "
+                     f"{sorted(DATASETS)}")
+  return {subset: (DATASETS[subset].dataset, DATASETS[subset].split)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Gallery:
+  """A split's images and captions, sorted by image id.
+
+  Attributes:
+    index: int64 [M] image ids, ascending.
+    image_positions: int64 [M] each image's source position.
+    captions: int64 [M, K] each image's captions, as rows of `texts`.
+    texts: the U unique caption texts.
+  """
+
+  index: np.ndarray
+  image_positions: np.ndarray
+  captions: np.ndarray
+  texts: list[str]
+
+
+def read_gallery(source: Any, spec: CaptionedImages) -> Gallery:
+  """Reads a split's image ids and first K captions.
+
+  Args:
+    source: a random-access split (`len`, `__getitems__`).
+    spec: its feature names.
+
+  Returns:
+    The `Gallery`.
+  """
+  ids, positions, captions, texts = [], [], [], {}
+  for first in range(0, len(source), _READ_CHUNK):
+    chunk = list(range(first, min(first + _READ_CHUNK, len(source))))
+    for position, record in zip(chunk, source.__getitems__(chunk)):
+      own = record[spec.captions_key][spec.text_key]
+      if len(own) < CAPTIONS_PER_IMAGE:
+        raise ValueError(
+            f"Image {spec.id_key}={int(record[spec.id_key])} has {len(own)} "
+            f"captions; retrieval needs {CAPTIONS_PER_IMAGE} per image")
+      ids.append(int(record[spec.id_key]))
+      positions.append(position)
+      captions.append([texts.setdefault(t.decode("utf-8"), len(texts))
+                       for t in own[:CAPTIONS_PER_IMAGE]])
+  order = np.argsort(ids, kind="stable")
+  index = np.asarray(ids, np.int64)[order]
+  if len(np.unique(index)) != len(index):
+    raise ValueError(f"The split repeats {spec.id_key} values")
+  return Gallery(
+      index=index, image_positions=np.asarray(positions, np.int64)[order],
+      captions=np.asarray(captions, np.int64).reshape(
+          -1, CAPTIONS_PER_IMAGE)[order],
+      texts=list(texts))
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalScores:
+  """Ranks of a split's images and captions as queries.
+
+  Attributes:
+    index: int64 [M] image ids, ascending.
+    scores: int64 [M, 1 + K] per image (SCORE_COLUMNS): its rank among the
+      captions, then each of its captions' ranks among the images.
+    num_images: M.
+    num_texts: U, caption texts encoded.
+    text_length: L.
+    num_truncated: captions cut to the model's context.
+  """
+
+  index: np.ndarray
+  scores: np.ndarray
+  num_images: int
+  num_texts: int
+  text_length: int
+  num_truncated: int
+
+
+def score_split(encoders: scoring.Encoders, params: Any, tokenizer: Any,
+                source: Any, subset: str) -> RetrievalScores:
+  """Ranks every image against every caption of a split, and back.
+
+  Args:
+    encoders: the towers and mesh.
+    params: the model params (any placement).
+    tokenizer: a `hardpos_jax.tokenizer.Tokenizer`.
+    source: the split.
+    subset: its DATASETS row.
+
+  Returns:
+    The `RetrievalScores`.
+  """
+  gallery = read_gallery(source, DATASETS[subset])
+  params = jax.device_put(params, encoders.replicated)
+  zimg = scoring.encode_images(encoders, params, source,
+                               gallery.image_positions)
+  ztxt, length, truncated = scoring.encode_texts(encoders, params, tokenizer,
+                                                 gallery.texts)
+  images = np.arange(len(zimg))
+  owners = np.repeat(images, CAPTIONS_PER_IMAGE)  # [M * K] each's image
+  zcap = ztxt[gallery.captions.reshape(-1)]
+  i2t = scoring.rank_gallery(encoders, zimg, images, zcap, owners).rivals
+  t2i = scoring.rank_gallery(encoders, zcap, owners, zimg, images).rivals
+  return RetrievalScores(
+      index=gallery.index,
+      scores=np.column_stack([i2t, t2i.reshape(-1, CAPTIONS_PER_IMAGE)]),
+      num_images=len(zimg), num_texts=len(ztxt), text_length=length,
+      num_truncated=truncated)
+
+
+def recall(ranks: np.ndarray) -> dict[str, float]:
+  """{"recall@k": mean(ranks < k)} for k in RECALL_AT, over any shape."""
+  return {f"recall@{k}": float((ranks < k).mean()) for k in RECALL_AT}
+
+
+def summarize(scores: Mapping[str, RetrievalScores]) -> dict:
+  """Recall@k both ways per subset.
+
+  Args:
+    scores: {subset: its scores}.
+
+  Returns:
+    {"subsets": {subset: {"image_to_text": recalls, "text_to_image":
+    recalls, and counts}}}.
+  """
+  return {"subsets": {
+      name: {"image_to_text": recall(s.scores[:, 0]),
+             "text_to_image": recall(s.scores[:, 1:]),
+             "images": s.num_images, "captions": s.scores[:, 1:].size,
+             "texts": s.num_texts, "text_length": s.text_length,
+             "truncated": s.num_truncated}
+      for name, s in scores.items()}}
+
+
+_DIRECTIONS = {"image_to_text": "image→text", "text_to_image": "text→image"}
+
+
+def format_table(summary: dict) -> str:
+  """A markdown table of `summary` (from `summarize`), recalls in percent."""
+  heads = [f"{arrow} R@{k}" for arrow in _DIRECTIONS.values()
+           for k in RECALL_AT]
+  lines = ["| subset | images | captions | " + " | ".join(heads) + " |",
+           "|---" * (3 + len(heads)) + "|"]
+  for name, row in summary["subsets"].items():
+    recalls = [100 * row[d][f"recall@{k}"] for d in _DIRECTIONS
+               for k in RECALL_AT]
+    lines.append(f"| {name} | {row['images']} | {row['captions']} | "
+                 + " | ".join(f"{r:.1f}" for r in recalls) + " |")
+  return "\n".join(lines)
+
+
+def plot(summary: dict, path: str) -> None:
+  """Writes a PNG: Recall@k per direction (and subset), grouped by k."""
+  bars = [(f"{name} {arrow}", row[d])
+          for name, row in summary["subsets"].items()
+          for d, arrow in _DIRECTIONS.items()]
+  fig = figure.Figure(figsize=(8, 4), layout="constrained")
+  ax = fig.subplots()
+  x = np.arange(len(RECALL_AT))
+  width = 0.8 / len(bars)
+  for i, (label, recalls) in enumerate(bars):
+    ax.bar(x + (i - (len(bars) - 1) / 2) * width,
+           [100 * recalls[f"recall@{k}"] for k in RECALL_AT], width,
+           label=label)
+  ax.set_xticks(x, [f"R@{k}" for k in RECALL_AT])
+  ax.set_ylabel("recall (%)")
+  ax.set_ylim(0, 100)
+  ax.set_title(summary["eval"])
+  ax.legend()
+  fig.savefig(path, format="png", dpi=100)
