@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 import matplotlib.figure
 import numpy as np
+import tensorflow_datasets as tfds
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import coco, neg, pos, pos_neg  # pylint: disable=g-import-not-at-top,g-multiple-import
@@ -103,22 +104,27 @@ def table(results: dict[str, list[dict]]) -> str:
 
 
 def comparisons(results: dict[str, list[dict]]) -> str:
-  """The paper's two claims, as measured differences of means."""
+  """The paper's two claims, as differences of means against seed spread.
 
-  def mean(name, key, metric):
-    return np.mean([_value(s, key, metric) for s in results[name]])
+  A difference counts as beyond the spread when it exceeds twice the larger
+  of the two models' standard deviations over seeds.
+  """
+
+  def diff(a, b, key, metric):
+    va, vb = ([_value(s, key, metric) for s in results[n]] for n in (a, b))
+    d = np.mean(va) - np.mean(vb)
+    beyond = abs(d) > 2 * max(np.std(va), np.std(vb))
+    return f"{metric} {d:+.1f} ({'beyond' if beyond else 'within'} spread)"
 
   control, hn, both = "captions only (control)", "HN", "HN + HP"
   lines = []
   for key, label in (("replace_macro", "REPLACE"), ("swap", "SWAP")):
-    d_orig = mean(hn, key, "original") - mean(control, key, "original")
-    d_brit = mean(hn, key, "brittleness") - mean(control, key, "brittleness")
-    lines.append(f"- {label}, HN vs control: Orig {d_orig:+.1f}, "
-                 f"Brittleness {d_brit:+.1f} points.")
-    d_aug = mean(both, key, "augmented") - mean(hn, key, "augmented")
-    d_brit = mean(both, key, "brittleness") - mean(hn, key, "brittleness")
-    lines.append(f"- {label}, HN + HP vs HN: Aug {d_aug:+.1f}, "
-                 f"Brittleness {d_brit:+.1f} points.")
+    lines.append(f"- {label}, HN vs control: "
+                 f"{diff(hn, control, key, 'original')}, "
+                 f"{diff(hn, control, key, 'brittleness')}.")
+    lines.append(f"- {label}, HN + HP vs HN: "
+                 f"{diff(both, hn, key, 'augmented')}, "
+                 f"{diff(both, hn, key, 'brittleness')}.")
   return "\n".join(lines)
 
 
@@ -143,16 +149,27 @@ def plot(results: dict[str, list[dict]], path: str) -> None:
   fig.savefig(path, dpi=110)
 
 
+# Hand-written notes below this line survive a rerun of the script.
+NOTES_MARKER = "<!-- notes: kept when the script rewrites this file -->"
+
+
 def write_report(results, out_dir: str, command: str, seconds: float) -> None:
+  """Writes RESULTS.md (keeping its notes section) and results.png."""
   os.makedirs(out_dir, exist_ok=True)
   plot(results, os.path.join(out_dir, "results.png"))
+  path = os.path.join(out_dir, "RESULTS.md")
+  notes = NOTES_MARKER + "\n"
+  if os.path.exists(path):
+    with open(path) as f:
+      old = f.read()
+    if NOTES_MARKER in old:
+      notes = old[old.index(NOTES_MARKER):]
   text = f"""# Results: the paper's finding in the synthetic world
 
 Made by `{command}` in {seconds / 60:.0f} min on this machine (2 CPU cores,
-no accelerator). The script writes this file; edit the script, not this
-file.
+no accelerator, other jobs sharing the cores).
 
-{__doc__.split(chr(10), 2)[2].strip()}
+{__doc__.split(chr(10) * 2, 2)[2].strip()}
 
 Numbers are percentages on the synthetic benchmark (1,000 items per subset
 at full size); REPLACE is the macro mean of replace_att and replace_rel.
@@ -161,20 +178,22 @@ at full size); REPLACE is the macro mean of replace_att and replace_rel.
 
 ![results](results.png)
 
-Measured differences of the means (the paper found HN fine-tuning raises
-Orig and Brittleness; adding HPs lowers Brittleness and raises Aug):
+Measured differences of the means, in points (the paper found that HN
+fine-tuning raises Orig and Brittleness, and that adding HPs lowers
+Brittleness and raises Aug):
 
 {comparisons(results)}
-"""
-  tmp = os.path.join(out_dir, "RESULTS.md.tmp")
-  with open(tmp, "w") as f:
+
+{notes}"""
+  with open(path + ".tmp", "w") as f:
     f.write(text)
-  os.replace(tmp, os.path.join(out_dir, "RESULTS.md"))
+  os.replace(path + ".tmp", path)
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
+  tfds.disable_progress_bar()
   start = time.time()
   workdir = os.path.abspath(f.workdir)
   data_dir = os.path.join(workdir, "tfds")
