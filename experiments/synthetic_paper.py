@@ -27,16 +27,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import coco, neg, pos, pos_neg  # pylint: disable=g-import-not-at-top,g-multiple-import
 from hardpos_jax import train  # pylint: disable=g-import-not-at-top
 
-# Display name -> (recipe, recipe arg beyond demo/tiny).
+# id -> (display name, recipe, recipe arg beyond demo/tiny).
 VARIANTS = {
-    "captions only (control)": (coco, ""),
-    "HN": (neg, ""),
-    "HP": (pos, ""),
-    "HN + HP": (pos_neg, ""),
-    "HN + HP, HN fraction 0.25": (pos_neg, "hn_fraction=0.25"),
-    "HN + HP, HN fraction 0.5": (pos_neg, "hn_fraction=0.5"),
-    "HN + HP, HN fraction 0.75": (pos_neg, "hn_fraction=0.75"),
+    "control": ("captions only (control)", coco, ""),
+    "hn": ("HN", neg, ""),
+    "hp": ("HP", pos, ""),
+    "hn_hp": ("HN + HP", pos_neg, ""),
+    "hn_frac_0.25": ("HN + HP, HN fraction 0.25", pos_neg, "hn_fraction=0.25"),
+    "hn_frac_0.5": ("HN + HP, HN fraction 0.5", pos_neg, "hn_fraction=0.5"),
+    "hn_frac_0.75": ("HN + HP, HN fraction 0.75", pos_neg, "hn_fraction=0.75"),
 }
+# The variants `comparisons` reads.
+REQUIRED = ("control", "hn", "hn_hp")
 PRETRAINED = "pretrained (no fine-tuning)"
 # (summary key, subset, metric, column title)
 COLUMNS = (
@@ -116,7 +118,7 @@ def comparisons(results: dict[str, list[dict]]) -> str:
     beyond = abs(d) > 2 * max(np.std(va), np.std(vb))
     return f"{metric} {d:+.1f} ({'beyond' if beyond else 'within'} spread)"
 
-  control, hn, both = "captions only (control)", "HN", "HN + HP"
+  control, hn, both = (VARIANTS[v][0] for v in REQUIRED)
   lines = []
   for key, label in (("replace_macro", "REPLACE"), ("swap", "SWAP")):
     lines.append(f"- {label}, HN vs control: "
@@ -199,11 +201,16 @@ def main(argv):
   data_dir = os.path.join(workdir, "tfds")
   pre_dir = os.path.join(workdir, "pretrain")
   results = {PRETRAINED: [run(pretrain_config(f.tiny, data_dir), pre_dir)]}
-  for name, (recipe, arg) in VARIANTS.items():
+  unknown = set(f.variants) - set(VARIANTS)
+  missing = set(REQUIRED) - set(f.variants)
+  if unknown or missing:
+    raise app.UsageError(f"--variants: unknown {sorted(unknown)}, missing "
+                         f"{sorted(missing)}; choose from {list(VARIANTS)}")
+  for variant in f.variants:
+    name, recipe, arg = VARIANTS[variant]
     results[name] = [
         run(finetune_config(recipe, arg, f.tiny, data_dir, pre_dir, seed),
-            os.path.join(workdir, f"{recipe.__name__.split('.')[-1]}_"
-                         f"{arg or 'default'}_seed{seed}"))
+            os.path.join(workdir, f"{variant}_seed{seed}"))
         for seed in map(int, f.seeds)]
   command = ("python experiments/synthetic_paper.py "
              + " ".join(a for a in sys.argv[1:]))
@@ -215,6 +222,8 @@ def main(argv):
 if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Where every run's workdir goes.")
   flags.DEFINE_list("seeds", ["0", "1"], "Fine-tuning seeds.")
+  flags.DEFINE_list("variants", list(VARIANTS),
+                    f"Fine-tuning variants; must include {REQUIRED}.")
   flags.DEFINE_bool("tiny", False, "The tiny world and model (for tests).")
   flags.DEFINE_string("out", "docs", "Where RESULTS.md and results.png go.")
   flags.mark_flags_as_required(["workdir"])
