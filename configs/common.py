@@ -96,6 +96,10 @@ def base_config(
   config.log_every = 50  # steps between metrics.jsonl / TensorBoard rows
   config.checkpoint_every = 500  # steps between saves (also at the end)
   config.keep_checkpoints = 3
+  # A save whose writes are not done by then is an error, not a hang.
+  config.checkpoint_timeout_secs = 1200
+  # Write each step's caption ids to <workdir>/batch_ids.jsonl (resume tests).
+  config.log_batch_ids = False
   config.eval_every = config_dict.placeholder(int)  # None: only at the end
   config.evals = "hard_positives,sugar_crepe"  # evals registry names
   config.eval_batch_size = 256
@@ -121,7 +125,7 @@ def _demo(config: ml_collections.ConfigDict, tiny: bool) -> None:
   config.input.image_size = config.model.image_size
   config.input.text_length = 32
   config.batch_size = 8 if tiny else 64
-  config.num_epochs = 1 if tiny else 4
+  config.num_epochs = 1 if tiny else 2
   config.optim.lr = 1e-3
   config.optim.warmup_steps = 2 if tiny else 50
   config.optim.weight_decay = 0.1

@@ -16,6 +16,8 @@ from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
 
 MODEL_CONFIG = "model_config.json"
@@ -77,12 +79,29 @@ def restore_params(path: str, step: int | None = None) -> tuple[dict, Any]:
   return restored.meta["model"], restored.state["params"]
 
 
-def create_manager(workdir: str, *, save_every: int,
-                   keep: int | None) -> ocp.CheckpointManager:
+def create_manager(workdir: str, *, save_every: int, keep: int | None,
+                   timeout_secs: int = 1200) -> ocp.CheckpointManager:
   """The workdir's manager; use it as a context manager so that a pending
-  async save completes (or fails loudly) before the program ends."""
+  async save completes (or fails loudly) before the program ends.
+
+  A step counts only once its `commit_success.txt` is written, on a local
+  disk as on GCS: with orbax's default rename protocol on a local disk any
+  directory with a numeric name counts as a step, so one empty `7/` (a
+  half-finished copy or deletion) would make every later save before step 7
+  return False without a word.
+
+  Args:
+    workdir: the training workdir; checkpoints go to `<workdir>/checkpoints`.
+    save_every: steps between saves.
+    keep: how many steps to keep; None keeps all.
+    timeout_secs: a save whose writes have not finished by then fails (at the
+      next save, or when the manager closes) instead of hanging.
+  """
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=save_every, max_to_keep=keep, create=True)
+      save_interval_steps=save_every, max_to_keep=keep, create=True,
+      atomicity_options=ocp.options.AtomicityOptions(
+          mode=ocp.options.AtomicityMode.COMMIT_FILE),
+      async_options=ocp.AsyncOptions(timeout_secs=timeout_secs))
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), CHECKPOINTS), options=options,
       item_names=("state", "meta"))
@@ -105,13 +124,56 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict, *,
       meta=ocp.args.JsonSave(meta)))
 
 
+def _restore_everywhere(mngr: ocp.CheckpointManager, step: int,
+                        target: Any) -> Any | None:
+  """`step` restored into `target`, or None (logged) if any process failed.
+
+  All processes agree, so that none trains on from a step that another could
+  not read.
+  """
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    # orbax raises many types for damaged files; all mean "not this step".
+    logging.error("Checkpoint step %d in %s does not restore on process %d "
+                  "(%s: %s).", step, mngr.directory, jax.process_index(),
+                  type(e).__name__, e)
+    restored = None
+  ok = multihost_utils.process_allgather(np.int32(restored is not None))
+  return restored if ok.all() else None
+
+
+def _move_aside(mngr: ocp.CheckpointManager, steps: list[int]) -> None:
+  """Renames unreadable `steps` to `<step>.corrupt[.n]`, kept for inspection.
+
+  Left under its own name, a bad step would still be the latest one: orbax
+  would skip every save up to it and refuse to save that step again.
+  """
+  if steps and jax.process_index() == 0:
+    for step in steps:
+      path = os.path.join(mngr.directory, str(step))
+      aside = path + ".corrupt"
+      n = 0
+      while os.path.exists(aside):
+        n += 1
+        aside = f"{path}.corrupt.{n}"
+      os.rename(path, aside)
+      logging.error("Moved the unreadable checkpoint step %d to %s.", step,
+                    aside)
+  if steps:
+    multihost_utils.sync_global_devices("hardpos_jax_checkpoint_move_aside")
+    mngr.reload()
+
+
 def restore_latest(mngr: ocp.CheckpointManager,
                    state: Any) -> tuple[Any, dict] | None:
   """The newest checkpoint that restores, into `state`'s shapes/shardings.
 
-  A step that fails to restore (truncated or missing files) is logged and
-  left in place for inspection, and the previous one is tried: orbax itself
-  does not fall back.
+  A step that fails to restore (truncated or missing files) is logged and the
+  previous one is tried: orbax itself does not fall back. Once an older step
+  restores, the newer bad ones are renamed `<step>.corrupt` (never deleted);
+  if none restores (say the model config changed) nothing is renamed.
 
   Returns:
     (state, meta), or None when the workdir has no checkpoint yet.
@@ -122,18 +184,11 @@ def restore_latest(mngr: ocp.CheckpointManager,
   target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
                                   _state_items(state))
   steps = sorted(mngr.all_steps(), reverse=True)
-  for step in steps:
-    try:
-      restored = mngr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target),
-          meta=ocp.args.JsonRestore()))
-    except Exception as e:  # pylint: disable=broad-exception-caught
-      # orbax raises many types for damaged files; all mean "not this step".
-      logging.error("Checkpoint step %d in %s does not restore (%s: %s); "
-                    "leaving it for inspection and trying the previous one.",
-                    step, mngr.directory, type(e).__name__, e)
-      continue
-    return state.replace(**restored.state), restored.meta
+  for i, step in enumerate(steps):
+    restored = _restore_everywhere(mngr, step, target)
+    if restored is not None:
+      _move_aside(mngr, steps[:i])
+      return state.replace(**restored.state), restored.meta
   if steps:
     raise RuntimeError(f"No checkpoint in {mngr.directory} restores (tried "
                        f"steps {steps}); see the errors above")

@@ -89,6 +89,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def _rebuild_tensor(storage, offset, size, stride, *unused):
   del unused  # requires_grad, backward hooks, metadata: irrelevant for weights
+  # as_strided does not check bounds: a crafted view would read past storage.
+  last = offset + sum((n - 1) * s for n, s in zip(size, stride) if n)
+  if offset < 0 or min(stride, default=0) < 0 or (
+      0 not in size and last >= len(storage)):
+    raise pickle.UnpicklingError(
+        f"Refusing a tensor view (offset {offset}, size {tuple(size)}, stride "
+        f"{tuple(stride)}) outside its storage of {len(storage)} elements")
   item = storage.itemsize
   return np.lib.stride_tricks.as_strided(
       storage[offset:], shape=tuple(size), strides=[s * item for s in stride]
@@ -116,7 +123,11 @@ def read_torchscript(path: str) -> dict[str, np.ndarray]:
     (data_pkl,) = [n for n in archive.namelist() if n.endswith("/data.pkl")
                    and n.count("/") == 1]
     prefix = data_pkl[: -len("data.pkl")]
-    root = _RestrictedUnpickler(archive.read(data_pkl), archive, prefix).load()
+    try:
+      root = _RestrictedUnpickler(archive.read(data_pkl), archive,
+                                  prefix).load()
+    except pickle.UnpicklingError as e:
+      raise pickle.UnpicklingError(f"{path}: {e}") from e
   out = {}
   _flatten_module(root, "", out)
   return out
@@ -160,8 +171,9 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
       state = read_torchscript(path)
     else:
       state = _torch_load(path)
+  # A cut .pt zip makes torch raise OSError (EINVAL) or RuntimeError.
   except (safetensors.SafetensorError, zipfile.BadZipFile, EOFError,
-          RuntimeError) as e:
+          RuntimeError, OSError) as e:
     raise ValueError(f"{path}: unreadable or truncated weights file: {e}"
                      ) from e
   state = {k.removeprefix("module."): v for k, v in state.items()}

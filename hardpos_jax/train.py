@@ -10,6 +10,7 @@ interrupted run would have seen next.
 import json
 import math
 import os
+import signal
 import socket
 import sys
 import time
@@ -21,9 +22,11 @@ from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 from ml_collections import config_flags
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 import hardpos_jax
 from hardpos_jax import checkpoint
@@ -37,6 +40,8 @@ from hardpos_jax.models import clip
 # Exit status after a preemption save, so launchers know to retry.
 PREEMPTED_EXIT_CODE = 42
 METRICS_FILE = "metrics.jsonl"
+# Each step's caption ids, when `config.log_batch_ids` is on.
+BATCH_IDS_FILE = "batch_ids.jsonl"
 
 
 class Preempted(Exception):
@@ -87,20 +92,57 @@ def _check_finite(pending: list[tuple[int, jax.Array]], last_saved: Any):
           f"The last checkpoint (step {last_saved}) is intact.")
 
 
-def _truncate_metrics(path: str, step: int) -> None:
-  """Drops rows past `step` (logged by a run that died before saving)."""
+def _truncate_rows(path: str, step: int) -> None:
+  """Drops JSONL rows past `step` (logged by a run that died before saving).
+
+  A last line without its newline was cut by a kill mid-write and is dropped;
+  any other line that does not parse is an error.
+  """
   if not os.path.exists(path):
     return
   with open(path) as f:
-    rows = [line for line in f if json.loads(line)["step"] <= step]
+    lines = f.readlines()
+  if lines and not lines[-1].endswith("\n"):
+    logging.warning("%s: dropping a cut last line %r", path, lines.pop())
+  rows = []
+  for number, line in enumerate(lines, 1):
+    try:
+      if json.loads(line)["step"] <= step:
+        rows.append(line)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+      raise ValueError(f"{path}, line {number}: not a row with a step "
+                       f"({e}): {line!r:.200}") from e
   with open(path + ".tmp", "w") as f:
     f.writelines(rows)
   os.replace(path + ".tmp", path)
 
 
-def _append_metrics(path: str, row: dict) -> None:
+def _append_row(path: str, row: dict) -> None:
   with open(path, "a") as f:
     f.write(json.dumps(row) + "\n")
+
+
+def _log_batch_ids(path: str, step: int, caption_ids: jax.Array) -> None:
+  """Appends the caption ids of the batch that made `step` (all processes')."""
+  ids = multihost_utils.process_allgather(caption_ids, tiled=True)
+  if jax.process_index() == 0:
+    _append_row(path, {"step": step, "caption_ids": ids.tolist()})
+
+
+def _check_sigterm_handler(last_saved: int | None) -> None:
+  """Raises if Python code took SIGTERM from the distributed runtime.
+
+  The runtime turns SIGTERM into orbax's preemption save; a later
+  `signal.signal(SIGTERM, ...)` silently replaces that (DESIGN.md, section 5).
+  """
+  handler = signal.getsignal(signal.SIGTERM)
+  if jax.distributed.is_initialized() and callable(handler):
+    raise RuntimeError(
+        f"A Python SIGTERM handler ({handler!r}) was installed after "
+        "jax.distributed.initialize(): it disables orbax's preemption save. "
+        "Remove it; the trainer saves and exits with code "
+        f"{PREEMPTED_EXIT_CODE} on SIGTERM by itself. The last checkpoint "
+        f"(step {last_saved}) is intact.")
 
 
 def run_evals(config: ml_collections.ConfigDict, model: hardpos_jax.Model,
@@ -114,7 +156,7 @@ def run_evals(config: ml_collections.ConfigDict, model: hardpos_jax.Model,
   if jax.process_index() == 0:
     for summary in summaries.values():
       print(evaluate.evals_lib.format_table(summary), flush=True)
-  return {f"{name}/{k}": v for name, summary in summaries.items()
+  return {k: v for summary in summaries.values()
           for k, v in evaluate.evals_lib.scalars(summary).items()}
 
 
@@ -148,9 +190,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           "global_batch_size": config.batch_size,
           "process_count": jax.process_count()}
   metrics_path = os.path.join(workdir, METRICS_FILE)
+  ids_path = os.path.join(workdir, BATCH_IDS_FILE)
   writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
-  with checkpoint.create_manager(workdir, save_every=config.checkpoint_every,
-                                 keep=config.keep_checkpoints) as mngr:
+  _check_sigterm_handler(last_saved=None)
+  with checkpoint.create_manager(
+      workdir, save_every=config.checkpoint_every,
+      keep=config.keep_checkpoints,
+      timeout_secs=config.checkpoint_timeout_secs) as mngr:
     restored = checkpoint.restore_latest(mngr, state)
     if restored is not None:
       state, saved_meta = restored
@@ -163,7 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     start = int(state.step)
     logging.info("Training steps %d..%d in %s", start, total_steps, workdir)
     if lead:
-      _truncate_metrics(metrics_path, start)
+      _truncate_rows(metrics_path, start)
+      _truncate_rows(ids_path, start)
     batches = input_pipeline.create_train_iterator(
         config.input, tokenizer=tokenizer, mesh=mesh,
         global_batch_size=config.batch_size, seed=config.seed,
@@ -174,8 +221,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                                writer=writer)
     pending, last_saved, tick = [], mngr.latest_step(), time.time()
     for step in range(start, total_steps):
-      state, metrics = step_fn(state, next(batches))
+      batch = next(batches)
       done = step + 1
+      if config.log_batch_ids:
+        _log_batch_ids(ids_path, done, batch["caption_id"])
+      state, metrics = step_fn(state, batch)
       pending.append((done, (metrics["loss"], metrics["grad_norm"])))
       progress(done)
       if done % config.log_every == 0 or done == total_steps:
@@ -189,7 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                    / elapsed)
         writer.write_scalars(done, row)
         if lead:
-          _append_metrics(metrics_path, {"step": done, **row})
+          _append_row(metrics_path, {"step": done, **row})
       if mngr.should_save(done) or done == total_steps:
         _check_finite(pending, last_saved)
         pending = []
@@ -198,6 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if mngr.reached_preemption(done):
         mngr.wait_until_finished()
         raise Preempted(f"Preempted; saved step {done} in {workdir}")
+      _check_sigterm_handler(last_saved)
       if config.eval_every and done % config.eval_every == 0:
         writer.write_scalars(done, _evaluate(config, state, tokenizer, mesh,
                                              workdir, done))
@@ -216,15 +267,32 @@ def _evaluate(config, state, tokenizer, mesh, workdir,
                    os.path.join(workdir, "eval", str(step)))
 
 
-def initialize_distributed() -> None:
-  """Joins the multi-host runtime; alone, a 1-process one on localhost.
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None,
+                           heartbeat_timeout_seconds: int = 100) -> None:
+  """Joins the multi-process runtime; alone, a 1-process one on localhost.
 
   orbax's preemption (SIGTERM) saves need the distributed runtime even on a
-  single host.
+  single host. Given `num_processes`, all three arguments are passed to
+  `jax.distributed.initialize` (a hand-launched run, e.g. several processes
+  on one machine); otherwise the cluster (TPU pod, SLURM, ...) is detected.
+  Only "no cluster and no JAX_COORDINATOR_ADDRESS" falls back to one
+  process: a host whose cluster set-up failed must stop, not train alone
+  into the shared workdir. A process whose peer stops sending heartbeats for
+  `heartbeat_timeout_seconds` is terminated by the runtime (no hang).
   """
+  if num_processes is not None:
+    jax.distributed.initialize(
+        coordinator_address, num_processes, process_id,
+        heartbeat_timeout_seconds=heartbeat_timeout_seconds)
+    return
   try:
-    jax.distributed.initialize()
-  except (ValueError, RuntimeError):
+    jax.distributed.initialize(
+        heartbeat_timeout_seconds=heartbeat_timeout_seconds)
+  except ValueError:
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+      raise
     with socket.socket() as s:
       s.bind(("localhost", 0))
       port = s.getsockname()[1]
@@ -235,12 +303,23 @@ def initialize_distributed() -> None:
 def main(argv):
   del argv
   tf.config.set_visible_devices([], "GPU")
-  initialize_distributed()
+  tfds.disable_progress_bar()
+  initialize_distributed(flags.FLAGS.coordinator_address,
+                         flags.FLAGS.num_processes, flags.FLAGS.process_id,
+                         flags.FLAGS.heartbeat_timeout_seconds)
   try:
     train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except Preempted as e:
     logging.warning("%s", e)
     sys.exit(PREEMPTED_EXIT_CODE)
+  except Exception:  # pylint: disable=broad-exception-caught
+    # orbax's threads of a failed or stalled save (read-only, full or hung
+    # storage) may never end, and Python waits for them at exit: leave now.
+    # The `with` around the checkpoint manager has already finished or failed
+    # every save.
+    logging.exception("Training failed; exiting with status 1.")
+    logging.flush()
+    os._exit(1)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":
@@ -248,5 +327,14 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Recipe file[:arg].",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Checkpoints, logs and evaluations.")
+  flags.DEFINE_string("coordinator_address", None,
+                      "host:port of process 0, for a hand-launched "
+                      "multi-process run; default: detect the cluster.")
+  flags.DEFINE_integer("num_processes", None,
+                       "Processes of a hand-launched run.")
+  flags.DEFINE_integer("process_id", None, "This process's index in [0, "
+                       "num_processes).")
+  flags.DEFINE_integer("heartbeat_timeout_seconds", 100,
+                       "A process whose peer is silent this long stops.")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)
