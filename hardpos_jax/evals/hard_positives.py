@@ -7,7 +7,7 @@ pooled items (micro).
 """
 
 from collections.abc import Mapping
-from typing import Any
+
 
 from matplotlib import figure
 import numpy as np
@@ -34,12 +34,8 @@ def synthetic_splits(config: str) -> dict[str, tuple[str, str]]:
           for s in SUBSETS}
 
 
-def score_split(encoders: scoring.Encoders, params: Any, tokenizer: Any,
-                source: Any, subset: str) -> scoring.SplitScores:
-  """Scores a split's items against their TEXT_KEYS texts (any subset)."""
-  del subset  # Every subset has the same features.
-  return scoring.score_split(encoders, params, tokenizer, source, TEXT_KEYS,
-                             INDEX_KEY)
+# Scores a split's items against their TEXT_KEYS texts (any subset).
+score_split = scoring.item_scorer(TEXT_KEYS, INDEX_KEY)
 
 
 def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:

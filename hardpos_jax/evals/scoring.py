@@ -424,6 +424,20 @@ def rank_gallery(encoders: Encoders, queries: np.ndarray,
   return Ranks(rivals=fetch(0), top=fetch(1))
 
 
+def item_scorer(text_keys: Sequence[str], index_key: str) -> Callable:
+  """A kind's `score_split` for item benchmarks, whose subsets all have the
+  same features: `(encoders, params, tokenizer, source, subset) ->
+  SplitScores`."""
+
+  def score(encoders: Encoders, params: Any, tokenizer: Any, source: Any,
+            subset: str) -> SplitScores:
+    del subset
+    return score_split(encoders, params, tokenizer, source, text_keys,
+                       index_key)
+
+  return score
+
+
 def open_split(dataset: str, split: str, data_dir: str | None,
                manual_dir: str | None) -> Any:
   """The split's random-access source, prepared first if need be.

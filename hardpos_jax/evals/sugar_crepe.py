@@ -6,7 +6,7 @@ Each item scores its image against its caption c and hard negative c_n
 """
 
 from collections.abc import Mapping
-from typing import Any
+
 
 from matplotlib import figure
 import numpy as np
@@ -26,12 +26,8 @@ def benchmark_splits() -> dict[str, tuple[str, str]]:
   return {s: (f"sugar_crepe/{s}", "test") for s in SUBSETS}
 
 
-def score_split(encoders: scoring.Encoders, params: Any, tokenizer: Any,
-                source: Any, subset: str) -> scoring.SplitScores:
-  """Scores a split's items against their TEXT_KEYS texts (any subset)."""
-  del subset  # Every subset has the same features.
-  return scoring.score_split(encoders, params, tokenizer, source, TEXT_KEYS,
-                             INDEX_KEY)
+# Scores a split's items against their TEXT_KEYS texts (any subset).
+score_split = scoring.item_scorer(TEXT_KEYS, INDEX_KEY)
 
 
 def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
