@@ -8,7 +8,6 @@ pooled items (micro).
 
 from collections.abc import Mapping
 
-
 from matplotlib import figure
 import numpy as np
 

@@ -7,7 +7,6 @@ Each item scores its image against its caption c and hard negative c_n
 
 from collections.abc import Mapping
 
-
 from matplotlib import figure
 import numpy as np
 
