@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from hardpos_jax import metrics
-from hardpos_jax.data import preprocess
+from hardpos_jax.data import eval_transform
 from hardpos_jax.evals import hard_positives
 from hardpos_jax.evals import scoring
 from hardpos_jax.models import clip
@@ -153,8 +153,8 @@ def per_item_loop(config: dict, params, tokenizer: Tokenizer, source,
 
   def batch_scores(records):
     pixels = np.stack(list(workers.map(
-        lambda r: preprocess.clip_eval_image(
-            preprocess.decode_rgb(r["image"]), config["image_size"]),
+        lambda r: eval_transform.clip_eval_image(
+            eval_transform.decode_rgb(r["image"]), config["image_size"]),
         records)))
     ids = tokenizer([r[k] for r in records for k in keys], 77)
     zimg = np.asarray(image_fn(pixels))

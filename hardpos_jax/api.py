@@ -20,6 +20,7 @@ import numpy as np
 from hardpos_jax import checkpoint
 from hardpos_jax import convert
 from hardpos_jax import tokenizer as tokenizer_lib
+from hardpos_jax.data import eval_transform
 from hardpos_jax.models import clip
 
 # Rows per jitted call: bounds memory for long lists; one compile per shape.
@@ -85,10 +86,8 @@ class Model:
 
   def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
     """uint8 [H, W, 3] images -> [N, S, S, 3] float32, OpenAI's transform."""
-    from hardpos_jax.data import preprocess  # pylint: disable=g-import-not-at-top
-
     size = self.config["image_size"]
-    return np.stack([preprocess.clip_eval_image(np.asarray(im), size)
+    return np.stack([eval_transform.clip_eval_image(np.asarray(im), size)
                      for im in images])
 
   def logits(self, pixels: np.ndarray, texts: Sequence[str]) -> np.ndarray:

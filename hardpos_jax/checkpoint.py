@@ -20,6 +20,8 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hardpos_jax import preemption
+
 MODEL_CONFIG = "model_config.json"
 CHECKPOINTS = "checkpoints"
 
@@ -79,8 +81,22 @@ def restore_params(path: str, step: int | None = None) -> tuple[dict, Any]:
   return restored.meta["model"], restored.state["params"]
 
 
+class _ClockedManager(ocp.CheckpointManager):
+  """Asks the run's `preemption.Clock`, not the step, for the agreed point."""
+
+  def __init__(self, *args, clock: preemption.Clock, **kwargs):
+    self._clock = clock
+    super().__init__(*args, **kwargs)
+
+  def reached_preemption(self, step: int) -> bool:
+    del step  # The clock also counts evaluation batches; see preemption.py.
+    return self._clock.reached()
+
+
 def create_manager(workdir: str, *, save_every: int, keep: int | None,
-                   timeout_secs: int = 1200) -> ocp.CheckpointManager:
+                   timeout_secs: int = 1200,
+                   clock: preemption.Clock | None = None
+                   ) -> ocp.CheckpointManager:
   """The workdir's manager; use it as a context manager so that a pending
   async save completes (or fails loudly) before the program ends.
 
@@ -96,15 +112,20 @@ def create_manager(workdir: str, *, save_every: int, keep: int | None,
     keep: how many steps to keep; None keeps all.
     timeout_secs: a save whose writes have not finished by then fails (at the
       next save, or when the manager closes) instead of hanging.
+    clock: the training run's preemption clock; None (reading only) keeps
+      orbax's check-in with the step.
   """
   options = ocp.CheckpointManagerOptions(
       save_interval_steps=save_every, max_to_keep=keep, create=True,
       atomicity_options=ocp.options.AtomicityOptions(
           mode=ocp.options.AtomicityMode.COMMIT_FILE),
       async_options=ocp.AsyncOptions(timeout_secs=timeout_secs))
-  return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), CHECKPOINTS), options=options,
-      item_names=("state", "meta"))
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+  if clock is None:
+    return ocp.CheckpointManager(directory, options=options,
+                                 item_names=("state", "meta"))
+  return _ClockedManager(directory, options=options,
+                         item_names=("state", "meta"), clock=clock)
 
 
 def _state_items(state: Any) -> dict:

@@ -23,7 +23,7 @@ import numpy as np
 
 from hardpos_jax import tokenizer as tokenizer_lib
 from hardpos_jax import torch_io
-from hardpos_jax.data import preprocess
+from hardpos_jax.data import eval_transform
 from hardpos_jax.models import clip
 
 # OpenAI and open_clip towers use 64-wide attention heads; the state dict does
@@ -431,8 +431,8 @@ def _hf_processor_configs(config: Mapping[str, Any]) -> dict[str, dict]:
           "resample": 3,  # PIL bicubic
           "do_center_crop": True, "crop_size": {"height": size, "width": size},
           "do_rescale": True, "rescale_factor": 1 / 255,
-          "do_normalize": True, "image_mean": list(preprocess.CLIP_MEAN),
-          "image_std": list(preprocess.CLIP_STD), "do_convert_rgb": True,
+          "do_normalize": True, "image_mean": list(eval_transform.CLIP_MEAN),
+          "image_std": list(eval_transform.CLIP_STD), "do_convert_rgb": True,
       },
   }
 

@@ -37,11 +37,14 @@ from hardpos_jax import tokenizer as tokenizer_lib
 format_table = evals_lib.format_table
 plot = evals_lib.plot
 
+
 def evaluate_model(model: hardpos_jax.Model,
                    evals: Sequence[str] = ("hard_positives",), *,
                    data_dir: str | None = None, manual_dir: str | None = None,
                    out_dir: str | None = None, batch_size: int = 256,
-                   mesh: jax.sharding.Mesh | None = None) -> dict[str, dict]:
+                   mesh: jax.sharding.Mesh | None = None,
+                   encoders: evals_lib.Encoders | None = None
+                   ) -> dict[str, dict]:
   """Runs registered evals on a loaded model.
 
   Args:
@@ -52,14 +55,16 @@ def evaluate_model(model: hardpos_jax.Model,
     out_dir: where to write each eval's reports; None writes nothing.
     batch_size: images or texts per encoder call, divisible by the devices.
     mesh: a mesh with a "data" axis; default: every device, by process.
+    encoders: the model config's compiled towers, kept across calls (the
+      trainer's); when given, `mesh` and `batch_size` are theirs.
 
   Returns:
     {name: summary}; see `hardpos_jax.evals.Evaluator.evaluate`.
   """
   evaluators = [evals_lib.get(name) for name in evals]
-  if mesh is None:
-    mesh = sharding.create_mesh()
-  encoders = evals_lib.create_encoders(model.config, mesh, batch_size)
+  if encoders is None:
+    encoders = evals_lib.create_encoders(
+        model.config, mesh or sharding.create_mesh(), batch_size)
   return {
       e.name: e.evaluate(encoders, model.params, model.tokenizer,
                          data_dir=data_dir, manual_dir=manual_dir,

@@ -24,6 +24,7 @@ from clu import periodic_actions
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 from ml_collections import config_flags
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -31,21 +32,19 @@ import tensorflow_datasets as tfds
 import hardpos_jax
 from hardpos_jax import checkpoint
 from hardpos_jax import evaluate
+from hardpos_jax import preemption
 from hardpos_jax import sharding
 from hardpos_jax import tokenizer as tokenizer_lib
 from hardpos_jax import train_step as ts
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.models import clip
+from hardpos_jax.preemption import Preempted
 
 # Exit status after a preemption save, so launchers know to retry.
 PREEMPTED_EXIT_CODE = 42
 METRICS_FILE = "metrics.jsonl"
 # Each step's caption ids, when `config.log_batch_ids` is on.
 BATCH_IDS_FILE = "batch_ids.jsonl"
-
-
-class Preempted(Exception):
-  """A preemption notice arrived; the agreed step was saved."""
 
 
 def initial_params(config: ml_collections.ConfigDict) -> Any:
@@ -145,14 +144,18 @@ def _check_sigterm_handler(last_saved: int | None) -> None:
         f"(step {last_saved}) is intact.")
 
 
+def _eval_names(config: ml_collections.ConfigDict) -> list[str]:
+  return [n for n in config.evals.split(",") if n]
+
+
 def run_evals(config: ml_collections.ConfigDict, model: hardpos_jax.Model,
-              mesh: jax.sharding.Mesh, out_dir: str) -> dict[str, float]:
+              encoders: evaluate.evals_lib.Encoders,
+              out_dir: str) -> dict[str, float]:
   """The configured evaluators on `model`; returns flat scalar summaries."""
-  names = [n for n in config.evals.split(",") if n]
   summaries = evaluate.evaluate_model(
-      model, names, out_dir=out_dir,
+      model, _eval_names(config), out_dir=out_dir,
       data_dir=config.eval_data_dir or config.input.data_dir,
-      batch_size=config.eval_batch_size, mesh=mesh)
+      encoders=encoders)
   if jax.process_index() == 0:
     for summary in summaries.values():
       print(evaluate.evals_lib.format_table(summary), flush=True)
@@ -160,12 +163,31 @@ def run_evals(config: ml_collections.ConfigDict, model: hardpos_jax.Model,
           for k, v in evaluate.evals_lib.scalars(summary).items()}
 
 
+def _eval_due(config: ml_collections.ConfigDict, step: int,
+              total_steps: int) -> bool:
+  return step == total_steps or bool(
+      config.eval_every and step % config.eval_every == 0)
+
+
+def _evaluated(config: ml_collections.ConfigDict, out_dir: str) -> bool:
+  """Whether every configured eval's summary is in `out_dir` (process 0's
+  view, shared so that all processes decide alike)."""
+  done = all(os.path.exists(os.path.join(out_dir, f"{name}.json"))
+             for name in _eval_names(config))
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> ts.TrainState:
-  """Trains (resuming from `workdir` if it has checkpoints), then evaluates.
+  """Trains (resuming from `workdir` if it has checkpoints), evaluating every
+  `eval_every` steps and at the end.
+
+  A run resumed at a step whose evaluation a preemption cut short evaluates
+  it first. Restarting a finished run evaluates only what is missing.
 
   Raises:
-    Preempted: after saving at the step all hosts agreed on.
+    Preempted: after saving at the point all hosts agreed on, a training step
+      or a batch of an evaluation.
     FloatingPointError: a loss became NaN/inf; the last checkpoint is intact.
   """
   workdir = os.path.abspath(workdir)
@@ -192,11 +214,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   metrics_path = os.path.join(workdir, METRICS_FILE)
   ids_path = os.path.join(workdir, BATCH_IDS_FILE)
   writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
+  clock = preemption.Clock()
+  # Built once: each evaluation reuses the compiled towers.
+  encoders = evaluate.evals_lib.create_encoders(
+      config.model.to_dict(), mesh, config.eval_batch_size,
+      before_batch=clock.check)
   _check_sigterm_handler(last_saved=None)
   with checkpoint.create_manager(
       workdir, save_every=config.checkpoint_every,
       keep=config.keep_checkpoints,
-      timeout_secs=config.checkpoint_timeout_secs) as mngr:
+      timeout_secs=config.checkpoint_timeout_secs, clock=clock) as mngr:
     restored = checkpoint.restore_latest(mngr, state)
     if restored is not None:
       state, saved_meta = restored
@@ -219,13 +246,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     lr_fn = ts.create_learning_rate_fn(config.optim, total_steps)
     progress = periodic_actions.ReportProgress(num_train_steps=total_steps,
                                                writer=writer)
-    pending, last_saved, tick = [], mngr.latest_step(), time.time()
+    last_saved = mngr.latest_step()
+
+    def evaluate_at(step: int) -> None:
+      """Evaluates `state` (at `step`); at a preemption point inside, saves
+      `step` if need be and stops."""
+      out_dir = os.path.join(workdir, "eval", str(step))
+      model = hardpos_jax.Model(config=config.model.to_dict(),
+                                params=state.params, tokenizer=tokenizer)
+      try:
+        writer.write_scalars(step, run_evals(config, model, encoders, out_dir))
+      except preemption.Preempted:
+        if last_saved != step:
+          checkpoint.save(mngr, step, state, meta, force=True)
+        mngr.wait_until_finished()
+        raise Preempted(f"Preempted during the evaluation of step {step}; "
+                        f"saved step {step} in {workdir}") from None
+
+    if (restored is not None and _eval_due(config, start, total_steps)
+        and not _evaluated(config, os.path.join(workdir, "eval", str(start)))):
+      logging.info("Evaluating step %d first: its evaluation did not finish.",
+                   start)
+      evaluate_at(start)
+    pending, tick = [], time.time()
     for step in range(start, total_steps):
       batch = next(batches)
       done = step + 1
       if config.log_batch_ids:
         _log_batch_ids(ids_path, done, batch["caption_id"])
       state, metrics = step_fn(state, batch)
+      # Before should_save, which asks the clock (checkpoint.create_manager).
+      preempted = clock.tick()
       pending.append((done, (metrics["loss"], metrics["grad_norm"])))
       progress(done)
       if done % config.log_every == 0 or done == total_steps:
@@ -245,26 +296,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         pending = []
         checkpoint.save(mngr, done, state, meta, force=done == total_steps)
         last_saved = done
-      if mngr.reached_preemption(done):
+      if preempted:
         mngr.wait_until_finished()
         raise Preempted(f"Preempted; saved step {done} in {workdir}")
       _check_sigterm_handler(last_saved)
-      if config.eval_every and done % config.eval_every == 0:
-        writer.write_scalars(done, _evaluate(config, state, tokenizer, mesh,
-                                             workdir, done))
+      if _eval_due(config, done, total_steps):
+        if done == total_steps:
+          mngr.wait_until_finished()  # Saved before a long final evaluation.
+        evaluate_at(done)
     mngr.wait_until_finished()
-  writer.write_scalars(total_steps, _evaluate(config, state, tokenizer, mesh,
-                                              workdir, total_steps))
   writer.flush()
   return state
-
-
-def _evaluate(config, state, tokenizer, mesh, workdir,
-              step) -> dict[str, float]:
-  model = hardpos_jax.Model(config=config.model.to_dict(),
-                            params=state.params, tokenizer=tokenizer)
-  return run_evals(config, model, mesh,
-                   os.path.join(workdir, "eval", str(step)))
 
 
 def initialize_distributed(coordinator_address: str | None = None,

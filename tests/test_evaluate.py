@@ -26,7 +26,7 @@ from hardpos_jax import checkpoint
 from hardpos_jax import evals
 from hardpos_jax import evaluate
 from hardpos_jax import metrics
-from hardpos_jax.data import preprocess
+from hardpos_jax.data import eval_transform
 from hardpos_jax.evals import scoring
 from hardpos_jax.models import clip
 from hardpos_jax.tokenizer import Tokenizer
@@ -88,8 +88,8 @@ def per_item_scores(model, tokenizer, data_dir):
   for subset, source in sources(data_dir).items():
     rows = {}
     for record in source:
-      pixels = preprocess.clip_eval_image(
-          preprocess.decode_rgb(record["image"]), config["image_size"])
+      pixels = eval_transform.clip_eval_image(
+          eval_transform.decode_rgb(record["image"]), config["image_size"])
       zimg = np.asarray(image_fn(pixels[None]))[0]
       rows[int(record["index"])] = [
           float(zimg @ np.asarray(text_fn(tokenizer([record[k].decode()],
@@ -104,7 +104,7 @@ class Spy:
 
   def __init__(self, monkeypatch, tokenizer):
     self.images, self.texts = [], []
-    decode = preprocess.decode_rgb
+    decode = eval_transform.decode_rgb
     tokenize = tokenizer.tokenize_with_truncation
 
     def spy_decode(data):
@@ -115,7 +115,7 @@ class Spy:
       self.texts.append(list(texts))
       return tokenize(texts, context_length)
 
-    monkeypatch.setattr(preprocess, "decode_rgb", spy_decode)
+    monkeypatch.setattr(eval_transform, "decode_rgb", spy_decode)
     monkeypatch.setattr(tokenizer, "tokenize_with_truncation", spy_tokenize)
 
 

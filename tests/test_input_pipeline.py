@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from hardpos_jax.data import eval_transform
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.data import preprocess
 from hardpos_jax.tokenizer import Tokenizer
@@ -91,7 +92,7 @@ def test_clip_eval_crop_rounds_half_to_even(width, left):
   # round(0.5) = 0, round(1.5) = 2, round(2.5) = 2.
   image = np.random.default_rng(width).integers(0, 256, (4, width, 3),
                                                 np.uint8)
-  out = preprocess.clip_eval_image(image, 4)
+  out = eval_transform.clip_eval_image(image, 4)
   assert out.dtype == np.float32 and out.shape == (4, 4, 3)
   np.testing.assert_allclose(out, normalised(image[:, left:left + 4]),
                              atol=1e-6)
@@ -100,7 +101,7 @@ def test_clip_eval_crop_rounds_half_to_even(width, left):
 def test_clip_eval_normalisation_by_hand():
   image = np.zeros((3, 3, 3), np.uint8)
   image[0, 0] = (255, 0, 128)
-  out = preprocess.clip_eval_image(image, 3)
+  out = eval_transform.clip_eval_image(image, 3)
   np.testing.assert_allclose(
       out[0, 0], [(1 - 0.48145466) / 0.26862954, -0.4578275 / 0.26130258,
                   (128 / 255 - 0.40821073) / 0.27577711], rtol=1e-6)
@@ -118,7 +119,7 @@ def test_clip_eval_resize_then_crop(shape, size, resized, corner):
   top, left = corner
   reference = np.asarray(Image.fromarray(image).resize((w, h),
                                                        Image.BICUBIC))
-  out = preprocess.clip_eval_image(image, size)
+  out = eval_transform.clip_eval_image(image, size)
   np.testing.assert_allclose(
       out, normalised(reference[top:top + size, left:left + size]),
       atol=1e-6)
@@ -126,7 +127,7 @@ def test_clip_eval_resize_then_crop(shape, size, resized, corner):
 
 def test_clip_eval_constant_image_stays_constant():
   image = np.full((37, 53, 3), (10, 200, 90), np.uint8)
-  out = preprocess.clip_eval_image(image, 8)
+  out = eval_transform.clip_eval_image(image, 8)
   np.testing.assert_allclose(out, np.broadcast_to(
       normalised(np.array([10, 200, 90])), (8, 8, 3)), atol=1e-6)
 
@@ -136,7 +137,7 @@ def test_clip_eval_constant_image_stays_constant():
     np.zeros((4, 4, 3), np.float32)])
 def test_clip_eval_rejects_bad_images(image):
   with pytest.raises(ValueError, match="uint8 \\[H, W, 3\\]"):
-    preprocess.clip_eval_image(image, 4)
+    eval_transform.clip_eval_image(image, 4)
 
 
 # ------------------------------------------------------------ TF train ops ---
@@ -453,7 +454,7 @@ def test_eval_batches(data_dir, tokenizer, mesh):
       image = world.draw(world.scene_from_image_id(text(item["image_id"])),
                          64)
       np.testing.assert_array_equal(batches[b]["image"][i],
-                                    preprocess.clip_eval_image(image, 16))
+                                    eval_transform.clip_eval_image(image, 16))
       for key in ("caption", "hard_negative", "hard_positive"):
         np.testing.assert_array_equal(
             batches[b][key][i],

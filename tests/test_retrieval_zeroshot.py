@@ -21,8 +21,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hardpos_jax import evals
+from hardpos_jax.data import eval_transform
 from hardpos_jax.data import input_pipeline
-from hardpos_jax.data import preprocess
 from hardpos_jax.evals import retrieval
 from hardpos_jax.evals import scoring
 from hardpos_jax.evals import zeroshot
@@ -141,7 +141,7 @@ class Towers:
     self._text = jax.jit(lambda t: module.apply({"params": params}, text=t)[1])
 
   def image(self, data):
-    pixels = preprocess.clip_eval_image(preprocess.decode_rgb(data),
+    pixels = eval_transform.clip_eval_image(eval_transform.decode_rgb(data),
                                         self._size)
     return np.asarray(self._image(pixels[None]))[0]
 

@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from hardpos_jax.data import eval_transform
 from hardpos_jax.data import preprocess
 import tfds_builders  # pylint: disable=unused-import  # registers the builders
 
@@ -413,7 +414,7 @@ class _EvalExamples:
 def _eval_image(data: bytes, size: int) -> np.ndarray:
   if not data:
     return np.zeros((size, size, 3), np.float32)
-  return preprocess.clip_eval_image(preprocess.decode_rgb(data), size)
+  return eval_transform.clip_eval_image(eval_transform.decode_rgb(data), size)
 
 
 def host_eval_dataset(config: ml_collections.ConfigDict, source: Any, *,

@@ -38,8 +38,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from hardpos_jax import tokenizer as tokenizer_lib
+from hardpos_jax.data import eval_transform
 from hardpos_jax.data import input_pipeline
-from hardpos_jax.data import preprocess
 from hardpos_jax.models import clip
 
 # Texts run at the shortest multiple of this that holds the longest one.
@@ -68,6 +68,8 @@ class Encoders:
     precision: `jax.default_matmul_precision` of the towers' matmuls.
     image_fn: (params, float32 [B, S, S, 3]) -> float32 [B, D], replicated.
     text_fn: (params, int32 [B, L]) -> float32 [B, D], replicated.
+    before_batch: called on every process before each batch is dispatched;
+      raising stops the evaluation there (the trainer's preemption check).
   """
 
   mesh: jax.sharding.Mesh
@@ -79,6 +81,7 @@ class Encoders:
   precision: str
   image_fn: Callable[[Any, jax.Array], jax.Array]
   text_fn: Callable[[Any, jax.Array], jax.Array]
+  before_batch: Callable[[], None]
 
   @property
   def batch_sharding(self) -> jax.sharding.NamedSharding:
@@ -90,7 +93,9 @@ class Encoders:
 
 
 def create_encoders(model_config: dict, mesh: jax.sharding.Mesh,
-                    batch_size: int, precision: str = "highest") -> Encoders:
+                    batch_size: int, precision: str = "highest",
+                    before_batch: Callable[[], None] | None = None
+                    ) -> Encoders:
   """Jitted image and text towers for `CLIP(**model_config)` on `mesh`.
 
   Args:
@@ -99,6 +104,7 @@ def create_encoders(model_config: dict, mesh: jax.sharding.Mesh,
     batch_size: B, divisible by the size of the "data" axis.
     precision: matmul precision; "highest" keeps float32 models in float32
       on TPU, whose default runs float32 matmuls in one bfloat16 pass.
+    before_batch: see `Encoders`, e.g. a `preemption.Clock`'s `check`.
 
   Returns:
     The `Encoders`.
@@ -115,7 +121,8 @@ def create_encoders(model_config: dict, mesh: jax.sharding.Mesh,
       image_fn=jax.jit(lambda p, x: module.apply({"params": p}, images=x)[0],
                        out_shardings=replicated),
       text_fn=jax.jit(lambda p, t: module.apply({"params": p}, text=t)[1],
-                      out_shardings=replicated))
+                      out_shardings=replicated),
+      before_batch=before_batch or (lambda: None))
 
 
 def _text(value: bytes | str) -> str:
@@ -213,6 +220,7 @@ def _encode(encoders: Encoders, fn: Callable, params: Any, count: int,
     queue = collections.deque(
         loader.submit(host_batch, f) for f in firsts[:_PREFETCH])
     for i in range(len(firsts)):
+      encoders.before_batch()
       local = queue.popleft().result()
       if i + _PREFETCH < len(firsts):
         queue.append(loader.submit(host_batch, firsts[i + _PREFETCH]))
@@ -250,8 +258,8 @@ def encode_images(encoders: Encoders, params: Any, source: Any,
       records = source.__getitems__([int(positions[r]) for r in rows])
       # PIL decodes and resizes with the GIL released: threads use all cores.
       return np.stack(list(workers.map(
-          lambda r: preprocess.clip_eval_image(
-              preprocess.decode_rgb(r["image"]), size), records)))
+          lambda r: eval_transform.clip_eval_image(
+              eval_transform.decode_rgb(r["image"]), size), records)))
 
     return _encode(encoders, encoders.image_fn, params, len(positions),
                    load_rows, (size, size, 3), np.float32)
@@ -406,6 +414,7 @@ def rank_gallery(encoders: Encoders, queries: np.ndarray,
   batch, width = encoders.batch_size, queries.shape[1]
   blocks = []
   for first in range(0, len(queries), batch):
+    encoders.before_batch()
     count = min(batch, len(queries) - first)
     block = np.zeros((batch, width), np.float32)
     block[:count] = queries[first:first + count]

@@ -1,7 +1,9 @@
 """Cases 4, 6 and 10 of issue 8: SIGTERM, and handlers that steal it."""
 
+import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -29,6 +31,39 @@ else:
   checkpoint.save = after(checkpoint.save)
 runpy.run_module("hardpos_jax.train", run_name="__main__", alter_sys=True)
 """
+
+# Runs the trainer's __main__ with every image batch of an evaluation logged
+# (to $EVAL_LOG.<process>) and slowed by $EVAL_SLEEP seconds, so that a
+# SIGTERM lands in the middle of a long evaluation.
+SLOW_EVAL = """
+import dataclasses, os, runpy, time
+import jax
+from hardpos_jax import evals
+
+create = evals.create_encoders
+
+def slow(*args, **kwargs):
+  encoders = create(*args, **kwargs)
+  def image_fn(*inputs):
+    with open(f"{os.environ['EVAL_LOG']}.{jax.process_index()}", "a") as f:
+      f.write(f"{time.time()}\\n")
+    time.sleep(float(os.environ["EVAL_SLEEP"]))
+    return encoders.image_fn(*inputs)
+  return dataclasses.replace(encoders, image_fn=image_fn)
+
+evals.create_encoders = slow
+runpy.run_module("hardpos_jax.train", run_name="__main__", alter_sys=True)
+"""
+EVAL_OVERRIDES = ("--config.evals=synthetic_tiny", "--config.eval_every=4",
+                  "--config.eval_batch_size=2")
+
+
+def _eval_batches(log: str, process: int) -> list[float]:
+  path = f"{log}.{process}"
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [float(line) for line in f]
 
 
 def test_sigterm_saves_agreed_step_and_resumes_exactly(
@@ -67,3 +102,51 @@ def test_foreign_sigterm_handler_is_loud(data_dir, tmp_path, after, saved):
   assert harness.committed_steps(workdir) == saved
   assert not os.path.exists(os.path.join(workdir, train.METRICS_FILE)) or (
       harness.last_logged_step(workdir) <= 1)
+
+
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_sigterm_during_evaluation_stops_within_one_batch(
+    data_dir, reference, tmp_path, processes):
+  """Case 6b: SIGTERM (to the last process) while step 4 is evaluated.
+
+  Every process must stop before its next evaluation batch, save step 4 and
+  exit preempted; the restart evaluates step 4 first, then trains on exactly.
+  """
+  workdir, log = str(tmp_path / "w"), str(tmp_path / "eval_batches")
+  command = ("-c", SLOW_EVAL)
+  run = harness.start(workdir, data_dir, *EVAL_OVERRIDES, command=command,
+                      processes=processes,
+                      env={"EVAL_LOG": log, "EVAL_SLEEP": "0.5"})
+  harness.wait_for(run, lambda: len(_eval_batches(log, 0)) >= 3,
+                   "an evaluation batch")
+  sent = time.time()
+  run.signal(signal.SIGTERM, process=processes - 1)
+  assert run.wait() == [train.PREEMPTED_EXIT_CODE] * processes, run.tail()
+  exited = time.time() - sent
+  late = [[t for t in _eval_batches(log, p) if t > sent]
+          for p in range(processes)]
+  # The batch that the notice interrupts may still start; no other.
+  assert all(len(batches) <= 1 for batches in late), late
+  for process in range(processes):
+    assert ("Preempted during the evaluation of step 4; saved step 4 in"
+            in run.log(process)), run.tail(process)
+  assert harness.committed_steps(workdir)[-1] == 4
+  assert harness.last_logged_step(workdir) == 4
+  report = os.path.join(workdir, "eval", "4", "synthetic_tiny.json")
+  assert not os.path.exists(report)
+
+  run = harness.run_to_end(workdir, data_dir, *EVAL_OVERRIDES,
+                           command=command, processes=processes,
+                           env={"EVAL_LOG": log + ".resumed", "EVAL_SLEEP": "0"})
+  assert "Evaluating step 4 first" in run.log()
+  assert "Training steps 4..8" in run.log()
+  for step in (4, 8):
+    with open(os.path.join(workdir, "eval", str(step),
+                           "synthetic_tiny.json")) as f:
+      assert json.load(f)["eval"] == "synthetic_tiny"
+  harness.assert_exact(workdir, reference)
+  print(f"FIGURES case 6b ({processes} process(es)): SIGTERM during the "
+        f"evaluation of step 4 -> {max(map(len, late))} batch(es) started "
+        f"after it, exit {train.PREEMPTED_EXIT_CODE} after {exited:.1f} s "
+        "(0.5 s per batch), step 4 saved, re-evaluated on restart, resume "
+        "exact")
