@@ -3,6 +3,9 @@
 import gzip
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -101,6 +104,27 @@ def test_export_then_load_gives_same_embeddings(hf_dir, small_vocab,
                              model.encode_image(pixels), atol=1e-6)
   np.testing.assert_allclose(again.encode_text(CAPTIONS),
                              model.encode_text(CAPTIONS), atol=1e-6)
+
+
+def test_load_encode_export_need_no_tensorflow(hf_dir, small_vocab, tmp_path):
+  """PyTorch users convert without TF: with it unimportable, all still work."""
+  script = textwrap.dedent(f"""
+      import sys
+      import numpy as np
+      for name in ("tensorflow", "tensorflow_datasets", "clu"):
+        sys.modules[name] = None  # import raises ImportError
+      import hardpos_jax
+      model = hardpos_jax.load({hf_dir!r}, vocab={small_vocab!r})
+      image = np.zeros((40, 56, 3), np.uint8)
+      print(model.encode_image(model.preprocess([image])).shape,
+            model.encode_text(["a cat"]).shape)
+      model.export("open_clip", {str(tmp_path / "out.safetensors")!r})
+      """)
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "(1, 32) (1, 32)" in result.stdout
+  assert (tmp_path / "out.safetensors").stat().st_size > 0
 
 
 def test_hf_export_is_a_complete_hf_model(hf_dir, tmp_path):
