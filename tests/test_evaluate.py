@@ -4,7 +4,6 @@ A tiny random CLIP and a character-level tokenizer (no merges) keep it fast.
 """
 
 import csv
-import gzip
 import hashlib
 import io
 import json
@@ -23,6 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hardpos_jax import checkpoint
+import tiny
 from hardpos_jax import evals
 from hardpos_jax import evaluate
 from hardpos_jax import metrics
@@ -48,10 +48,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("vocab") / "bytes.txt.gz")
-  with gzip.open(path, "wt", encoding="utf-8") as f:
-    f.write("#version: 0.2\n")  # No merges: one token per character.
-  return path
+  return tiny.byte_vocab(str(tmp_path_factory.mktemp("vocab") / "bytes.txt.gz"))
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +58,10 @@ def tokenizer(vocab):
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-  config = clip.model_config(
-      image=dict(width=32, depth=1, num_heads=2, mlp_dim=64, patch_size=8),
-      text=dict(width=32, depth=1, num_heads=2, mlp_dim=64,
-                vocab_size=tokenizer.vocab_size),
-      embed_dim=16, image_size=32)
-  return config, clip.init_params(config, jax.random.key(0))
+  return tiny.eval_model(tokenizer.vocab_size)
 
 
-def mesh_of(n):
-  return jax.sharding.Mesh(np.asarray(jax.devices()[:n]), ("data",))
+mesh_of = tiny.mesh_of
 
 
 def sources(data_dir):
@@ -381,20 +372,13 @@ _PROCESS = textwrap.dedent("""
     pid, port, data_dir, vocab, out = sys.argv[1:]
     jax.distributed.initialize(f"localhost:{port}", num_processes=2,
                                process_id=int(pid))
-    import numpy as np
+    import tiny
     from hardpos_jax import evals
-    from hardpos_jax.models import clip
     from hardpos_jax.tokenizer import Tokenizer
     tokenizer = Tokenizer(vocab)
-    config = clip.model_config(
-        image=dict(width=32, depth=1, num_heads=2, mlp_dim=64, patch_size=8),
-        text=dict(width=32, depth=1, num_heads=2, mlp_dim=64,
-                  vocab_size=tokenizer.vocab_size),
-        embed_dim=16, image_size=32)
-    params = clip.init_params(config, jax.random.key(0))
-    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+    config, params = tiny.eval_model(tokenizer.vocab_size)
     summary = evals.get("synthetic_tiny").evaluate(
-        evals.create_encoders(config, mesh, 8), params, tokenizer,
+        evals.create_encoders(config, tiny.mesh_of(4), 8), params, tokenizer,
         data_dir=data_dir, out_dir=f"{out}{pid}")
     print("SUMMARY", summary["replace_macro"], summary["subsets"]["swap"])
 """)
@@ -407,7 +391,8 @@ def test_two_processes_give_the_one_process_scores(run, vocab, data_dir,
     s.bind(("localhost", 0))
     port = str(s.getsockname()[1])
   out = str(tmp_path / "out")
-  env = {**os.environ, "PYTHONPATH": os.getcwd()}
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+      [os.getcwd(), os.path.dirname(os.path.abspath(__file__))])}
   procs = [subprocess.Popen(
       [sys.executable, "-c", _PROCESS, str(i), port, data_dir, vocab, out],
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

@@ -9,7 +9,6 @@ embeddings against the towers applied to one image or text at a time.
 """
 
 import csv
-import gzip
 import json
 import os
 
@@ -20,6 +19,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import tiny
 from hardpos_jax import evals
 from hardpos_jax.data import eval_transform
 from hardpos_jax.data import input_pipeline
@@ -106,26 +106,18 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("vocab") / "bytes.txt.gz")
-  with gzip.open(path, "wt", encoding="utf-8") as f:
-    f.write("#version: 0.2\n")  # No merges: one token per character.
-  return Tokenizer(path)
+  return Tokenizer(tiny.byte_vocab(
+      str(tmp_path_factory.mktemp("vocab") / "bytes.txt.gz")))
 
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-  config = clip.model_config(
-      image=dict(width=32, depth=1, num_heads=2, mlp_dim=64, patch_size=8),
-      text=dict(width=32, depth=1, num_heads=2, mlp_dim=64,
-                vocab_size=tokenizer.vocab_size),
-      embed_dim=16, image_size=32)
-  return config, clip.init_params(config, jax.random.key(0))
+  return tiny.eval_model(tokenizer.vocab_size)
 
 
 @pytest.fixture(scope="module")
 def encoders(model):
-  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:8]), ("data",))
-  return evals.create_encoders(model[0], mesh, B)
+  return evals.create_encoders(model[0], tiny.mesh_of(8), B)
 
 
 class Towers:

@@ -1,5 +1,7 @@
 """Tiny model configs and batches shared by the tests and their subprocesses."""
 
+import gzip
+
 import jax
 import ml_collections
 import numpy as np
@@ -51,3 +53,25 @@ def batch(step: int, b: int = 8, k: int = 2, p: int = 1) -> dict:
 
 def init_params(seed: int = 0):
   return clip.init_params(model_config(), jax.random.key(seed))
+
+
+def byte_vocab(path: str) -> str:
+  """Writes a BPE file with no merges (one token per character) to `path`."""
+  with gzip.open(path, "wt", encoding="utf-8") as f:
+    f.write("#version: 0.2\n")
+  return path
+
+
+def eval_model(vocab_size: int) -> tuple[dict, dict]:
+  """(config, params) of a tiny model with OpenAI's 77-token context."""
+  config = clip.model_config(
+      image=dict(width=32, depth=1, num_heads=2, mlp_dim=64, patch_size=8),
+      text=dict(width=32, depth=1, num_heads=2, mlp_dim=64,
+                vocab_size=vocab_size),
+      embed_dim=16, image_size=32)
+  return config, clip.init_params(config, jax.random.key(0))
+
+
+def mesh_of(n: int) -> jax.sharding.Mesh:
+  """A "data" mesh over the first n devices."""
+  return jax.sharding.Mesh(np.asarray(jax.devices()[:n]), ("data",))

@@ -1,4 +1,4 @@
-"""Cases 5, 11 and 13 of issue 8: two trainer processes on localhost.
+"""Cases 5, 8, 11 and 13 of issue 8: two trainer processes on localhost.
 
 Each process of a 2-process run has one fake CPU device, so a run computes
 what the 1-process, 2-device `reference` does, bit for bit.
@@ -17,6 +17,26 @@ from hardpos_jax import train
 pytestmark = pytest.mark.slow
 
 HEARTBEAT_S = 10
+
+# Runs the trainer's __main__ with checkpoint step $BLIND_STEP unreadable on
+# process $BLIND_PROCESS alone, as a host with a stale or damaged cache of
+# shared storage would see it.
+ONE_BLIND = """
+import os, runpy
+import jax
+import orbax.checkpoint as ocp
+
+restore = ocp.CheckpointManager.restore
+
+def blind(self, step, *args, **kwargs):
+  if (jax.process_index() == int(os.environ["BLIND_PROCESS"])
+      and step == int(os.environ["BLIND_STEP"])):
+    raise OSError(f"simulated: step {step} unreadable on this host")
+  return restore(self, step, *args, **kwargs)
+
+ocp.CheckpointManager.restore = blind
+runpy.run_module("hardpos_jax.train", run_name="__main__", alter_sys=True)
+"""
 
 
 def _copy(workdir, tmp_path, name):
@@ -93,3 +113,24 @@ def test_dead_peer_stops_the_survivor_then_both_resume(data_dir, reference,
   print(f"FIGURES case 13: survivor exited {code} {waited:.1f}s after its "
         f"peer was killed (heartbeat {HEARTBEAT_S}s); resumed at {resume}, "
         "exact")
+
+
+def test_step_only_one_process_cannot_read(data_dir, reference, tmp_path):
+  """Case 8 on two processes: step 6 restores on process 0, not on 1.
+
+  Neither may train on from a step the other lacks: both fall back to step 4,
+  step 6 is set aside, and the run ends exactly.
+  """
+  workdir = _copy(reference, tmp_path, "w")
+  shutil.rmtree(os.path.join(harness.checkpoints_dir(workdir), "8"))
+  run = harness.run_to_end(workdir, data_dir, processes=2,
+                           command=("-c", ONE_BLIND),
+                           env={"BLIND_PROCESS": "1", "BLIND_STEP": "6"})
+  assert "does not restore on process 1" in run.log(1)
+  for process in (0, 1):
+    assert f"Training steps 4..{harness.TOTAL_STEPS}" in run.log(process)
+  assert os.path.isdir(
+      os.path.join(harness.checkpoints_dir(workdir), "6.corrupt"))
+  harness.assert_exact(workdir, reference)
+  print("FIGURES case 8 (2 processes): step 6 unreadable on process 1 only "
+        "-> both resumed at step 4, step 6 set aside, exact")
