@@ -145,16 +145,52 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict, *,
       meta=ocp.args.JsonSave(meta)))
 
 
+def _read_alone(directory: str, step: int, target: Any) -> tuple[Any, dict]:
+  """Step `step`'s state (host numpy arrays shaped as `target`) and meta,
+  read by this process without waiting for the others.
+
+  orbax's restore ends in a barrier of all processes; one that fails before
+  it would leave the others pairing that barrier with its next collective.
+  The state is replicated, so a host copy is all a process needs.
+  """
+  path = os.path.join(directory, str(step))
+  alone = ocp.options.MultiprocessingOptions(
+      primary_host=jax.process_index(), active_processes={jax.process_index()})
+  as_numpy = jax.tree_util.tree_map(
+      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+  with ocp.Checkpointer(
+      ocp.PyTreeCheckpointHandler(multiprocessing_options=alone),
+      multiprocessing_options=alone) as ckptr:
+    state = ckptr.restore(os.path.join(path, "state"), args=ocp.args.PyTreeRestore(
+        item=target, restore_args=as_numpy))
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler(),
+                        multiprocessing_options=alone) as ckptr:
+    meta = ckptr.restore(os.path.join(path, "meta"))
+
+  def check(path, got, want):
+    if not hasattr(want, "dtype"):  # A Python number: TrainState's step.
+      return got
+    # orbax gives 0-d arrays back as Python numbers.
+    got = np.asarray(got, want.dtype) if np.ndim(got) == 0 else got
+    if got.shape != want.shape or got.dtype != want.dtype:
+      raise ValueError(f"{jax.tree_util.keystr(path)} is {got.dtype} "
+                       f"{got.shape}; the model needs {want.dtype} "
+                       f"{want.shape}")
+    return got
+
+  state = jax.tree_util.tree_map_with_path(check, state, target)
+  return state, meta
+
+
 def _restore_everywhere(mngr: ocp.CheckpointManager, step: int,
-                        target: Any) -> Any | None:
-  """`step` restored into `target`, or None (logged) if any process failed.
+                        target: Any) -> tuple[Any, dict] | None:
+  """`step` as (host state, meta), or None (logged) if any process failed.
 
   All processes agree, so that none trains on from a step that another could
   not read.
   """
   try:
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    restored = _read_alone(str(mngr.directory), step, target)
   except Exception as e:  # pylint: disable=broad-exception-caught
     # orbax raises many types for damaged files; all mean "not this step".
     logging.error("Checkpoint step %d in %s does not restore on process %d "
@@ -189,7 +225,8 @@ def _move_aside(mngr: ocp.CheckpointManager, steps: list[int]) -> None:
 
 def restore_latest(mngr: ocp.CheckpointManager,
                    state: Any) -> tuple[Any, dict] | None:
-  """The newest checkpoint that restores, into `state`'s shapes/shardings.
+  """The newest checkpoint that restores on every process, as host arrays
+  shaped as `state`'s (place them with `sharding.replicate`).
 
   A step that fails to restore (truncated or missing files) is logged and the
   previous one is tried: orbax itself does not fall back. Once an older step
@@ -209,7 +246,8 @@ def restore_latest(mngr: ocp.CheckpointManager,
     restored = _restore_everywhere(mngr, step, target)
     if restored is not None:
       _move_aside(mngr, steps[:i])
-      return state.replace(**restored.state), restored.meta
+      items, meta = restored
+      return state.replace(**items), meta
   if steps:
     raise RuntimeError(f"No checkpoint in {mngr.directory} restores (tried "
                        f"steps {steps}); see the errors above")

@@ -207,7 +207,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   total_steps = num_train_steps(config, len(source))
   state = ts.create_train_state(config, initial_params(config),
                                 jax.random.PRNGKey(config.seed), total_steps)
-  state = sharding.replicate(state, mesh)
   meta = {"model": config.model.to_dict(), "seed": config.seed,
           "global_batch_size": config.batch_size,
           "process_count": jax.process_count()}
@@ -233,6 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             f"{saved_meta['global_batch_size']} ({saved_meta['process_count']}"
             f" processes); resuming with {config.batch_size} would change the "
             "data order. Keep batch_size; the process count may change.")
+    state = sharding.replicate(state, mesh)
     start = int(state.step)
     logging.info("Training steps %d..%d in %s", start, total_steps, workdir)
     if lead:

@@ -26,15 +26,17 @@ import os, runpy
 import jax
 import orbax.checkpoint as ocp
 
-restore = ocp.CheckpointManager.restore
+# The array reader every orbax restore path ends in, as a real read error.
+restore = ocp.PyTreeCheckpointHandler.restore
 
-def blind(self, step, *args, **kwargs):
+def blind(self, directory, *args, **kwargs):
+  step = os.path.basename(os.path.dirname(os.fspath(directory)))
   if (jax.process_index() == int(os.environ["BLIND_PROCESS"])
-      and step == int(os.environ["BLIND_STEP"])):
-    raise OSError(f"simulated: step {step} unreadable on this host")
-  return restore(self, step, *args, **kwargs)
+      and step == os.environ["BLIND_STEP"]):
+    raise OSError(f"simulated: {directory} unreadable on this host")
+  return restore(self, directory, *args, **kwargs)
 
-ocp.CheckpointManager.restore = blind
+ocp.PyTreeCheckpointHandler.restore = blind
 runpy.run_module("hardpos_jax.train", run_name="__main__", alter_sys=True)
 """
 

@@ -109,8 +109,9 @@ def test_sigterm_during_evaluation_stops_within_one_batch(
     data_dir, reference, tmp_path, processes):
   """Case 6b: SIGTERM (to the last process) while step 4 is evaluated.
 
-  Every process must stop before its next evaluation batch, save step 4 and
-  exit preempted; the restart evaluates step 4 first, then trains on exactly.
+  Every process must stop at the same evaluation batch, within a batch of the
+  notice, save step 4 and exit preempted; the restart evaluates step 4 first,
+  then trains on exactly.
   """
   workdir, log = str(tmp_path / "w"), str(tmp_path / "eval_batches")
   command = ("-c", SLOW_EVAL)
@@ -123,10 +124,15 @@ def test_sigterm_during_evaluation_stops_within_one_batch(
   run.signal(signal.SIGTERM, process=processes - 1)
   assert run.wait() == [train.PREEMPTED_EXIT_CODE] * processes, run.tail()
   exited = time.time() - sent
-  late = [[t for t in _eval_batches(log, p) if t > sent]
-          for p in range(processes)]
-  # The batch that the notice interrupts may still start; no other.
-  assert all(len(batches) <= 1 for batches in late), late
+  batches = [_eval_batches(log, p) for p in range(processes)]
+  late = [[t for t in times if t > sent] for times in batches]
+  # All stop at the agreed batch: one past the furthest process's check-in
+  # when the notice arrived. A process one batch behind (dispatch is
+  # asynchronous) may so start two after the signal; without the check-ins
+  # the evaluation would run to its end.
+  assert len({len(times) for times in batches}) == 1, batches
+  limit = 1 if processes == 1 else 2
+  assert all(len(times) <= limit for times in late), late
   for process in range(processes):
     assert ("Preempted during the evaluation of step 4; saved step 4 in"
             in run.log(process)), run.tail(process)
