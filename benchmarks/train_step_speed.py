@@ -30,10 +30,19 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
+import torch
+import transformers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import pos_neg
+from hardpos_jax import convert
+from hardpos_jax import sharding
+from hardpos_jax import train_step as ts
+from hardpos_jax.models import clip
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 # Steps of the learning-rate schedule; only its shape depends on it.
 _SCHEDULE_STEPS = 1000
@@ -41,7 +50,6 @@ _SCHEDULE_STEPS = 1000
 
 def model_config(args) -> dict:
   """The benchmarked model's config dict."""
-  from hardpos_jax.models import clip  # pylint: disable=g-import-not-at-top
   if args.tiny:
     return clip.model_config(
         None, image=dict(width=64, depth=2, num_heads=2, mlp_dim=128,
@@ -87,11 +95,6 @@ def time_steps(step, args) -> dict:
 
 def run_jax(args) -> dict:
   """Our jitted train step (hardpos_jax.train_step) on every local device."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from configs import pos_neg  # pylint: disable=g-import-not-at-top
-  from hardpos_jax import sharding  # pylint: disable=g-import-not-at-top
-  from hardpos_jax import train_step as ts  # pylint: disable=g-import-not-at-top
-  from hardpos_jax.models import clip  # pylint: disable=g-import-not-at-top
 
   config = pos_neg.get_config()
   config.model = model_config(args)
@@ -123,7 +126,7 @@ def run_jax(args) -> dict:
   return out
 
 
-def torch_loss(torch, zimg, ztxt, scale):
+def torch_loss(zimg, ztxt, scale):
   """The extra_row loss of `losses.clip_loss` for K = P = 1, all valid.
 
   zimg: [B, D] and ztxt: [B, 3, D] (caption, HN, HP) unit embeddings.
@@ -150,12 +153,6 @@ def torch_loss(torch, zimg, ztxt, scale):
 
 def run_torch(args) -> dict:
   """transformers.CLIPModel with our weights, the same loss and AdamW."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
-  from configs import pos_neg  # pylint: disable=g-import-not-at-top
-  from hardpos_jax import convert  # pylint: disable=g-import-not-at-top
-  from hardpos_jax.models import clip  # pylint: disable=g-import-not-at-top
 
   device = "cuda" if torch.cuda.is_available() else "cpu"
   config = model_config(args)
@@ -184,7 +181,7 @@ def run_torch(args) -> dict:
     with autocast:
       out = model(input_ids=texts, pixel_values=pixels)
     ztxt = out.text_embeds.float().reshape(args.batch_size, 3, -1)
-    return torch_loss(torch, out.image_embeds.float(), ztxt,
+    return torch_loss(out.image_embeds.float(), ztxt,
                       model.logit_scale.exp())
 
   forward = torch.compile(loss_of) if args.torch_compile else loss_of

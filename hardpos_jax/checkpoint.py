@@ -161,19 +161,20 @@ def _read_alone(directory: str, step: int, target: Any) -> tuple[Any, dict]:
   with ocp.Checkpointer(
       ocp.PyTreeCheckpointHandler(multiprocessing_options=alone),
       multiprocessing_options=alone) as ckptr:
-    state = ckptr.restore(os.path.join(path, "state"), args=ocp.args.PyTreeRestore(
-        item=target, restore_args=as_numpy))
+    state = ckptr.restore(
+        os.path.join(path, "state"),
+        args=ocp.args.PyTreeRestore(item=target, restore_args=as_numpy))
   with ocp.Checkpointer(ocp.JsonCheckpointHandler(),
                         multiprocessing_options=alone) as ckptr:
     meta = ckptr.restore(os.path.join(path, "meta"))
 
-  def check(path, got, want):
+  def check(key, got, want):
     if not hasattr(want, "dtype"):  # A Python number: TrainState's step.
       return got
     # orbax gives 0-d arrays back as Python numbers.
     got = np.asarray(got, want.dtype) if np.ndim(got) == 0 else got
     if got.shape != want.shape or got.dtype != want.dtype:
-      raise ValueError(f"{jax.tree_util.keystr(path)} is {got.dtype} "
+      raise ValueError(f"{jax.tree_util.keystr(key)} is {got.dtype} "
                        f"{got.shape}; the model needs {want.dtype} "
                        f"{want.shape}")
     return got

@@ -1,1 +1,1 @@
-"""Input pipeline: TFDS sources, the train and eval transforms, global batches."""
+"""Input pipeline: TFDS sources, train and eval transforms, global batches."""

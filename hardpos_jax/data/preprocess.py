@@ -101,7 +101,8 @@ def random_resized_crop(size: int, scale: Sequence[float],
 
 
 def normalize(mean: Sequence[float] = eval_transform.CLIP_MEAN,
-              std: Sequence[float] = eval_transform.CLIP_STD, key: str = "image") -> Op:
+              std: Sequence[float] = eval_transform.CLIP_STD,
+              key: str = "image") -> Op:
   """Values in [0, 255] -> (x / 255 - mean) / std, float32."""
 
   def op(data):

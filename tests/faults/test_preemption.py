@@ -104,7 +104,8 @@ def test_foreign_sigterm_handler_is_loud(data_dir, tmp_path, after, saved):
       harness.last_logged_step(workdir) <= 1)
 
 
-@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("processes",
+                         [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_sigterm_during_evaluation_stops_within_one_batch(
     data_dir, reference, tmp_path, processes):
   """Case 6b: SIGTERM (to the last process) while step 4 is evaluated.
@@ -143,7 +144,7 @@ def test_sigterm_during_evaluation_stops_within_one_batch(
 
   run = harness.run_to_end(workdir, data_dir, *EVAL_OVERRIDES,
                            command=command, processes=processes,
-                           env={"EVAL_LOG": log + ".resumed", "EVAL_SLEEP": "0"})
+                           env={"EVAL_LOG": log + ".again", "EVAL_SLEEP": "0"})
   assert "Evaluating step 4 first" in run.log()
   assert "Training steps 4..8" in run.log()
   for step in (4, 8):
