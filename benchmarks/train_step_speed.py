@@ -59,21 +59,27 @@ def model_config(args) -> dict:
   return clip.model_config(args.variant, dtype=args.dtype)
 
 
-def make_inputs(config: dict, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def make_inputs(config: dict, batch: int, length: int,
+                max_tokens: int | None) -> tuple[np.ndarray, np.ndarray]:
   """float32 [B, S, S, 3] images and int32 [B, 3, L] caption, HN, HP ids.
 
-  Each text: SOT, random ids, EOT at a random position, zeros after it.
+  Each text: SOT, random ids, EOT at a random position below `max_tokens`
+  (default: the context length C), zeros after it. The texts do not depend
+  on L, so runs at several L see the same texts.
   """
   rng = np.random.default_rng(0)
   size, text = config["image_size"], config["text"]
-  vocab, length = text["vocab_size"], text["context_length"]
+  vocab, context = text["vocab_size"], text["context_length"]
+  max_tokens = max_tokens or context
+  if max_tokens > length:
+    raise ValueError(f"--max_tokens={max_tokens} does not fit L={length}")
   images = rng.standard_normal((batch, size, size, 3), np.float32)
-  ids = rng.integers(1, vocab - 2, (batch, 3, length), dtype=np.int32)
-  ends = rng.integers(5, length, (batch, 3))
+  ids = rng.integers(1, vocab - 2, (batch, 3, context), dtype=np.int32)
+  ends = rng.integers(5, max_tokens, (batch, 3))
   ids[:, :, 0] = vocab - 2
-  ids[np.arange(length)[None, None] > ends[..., None]] = 0
+  ids[np.arange(context)[None, None] > ends[..., None]] = 0
   np.put_along_axis(ids, ends[..., None], vocab - 1, axis=2)
-  return images, ids
+  return images, ids[..., :length]
 
 
 def time_steps(step, args) -> dict:
@@ -104,7 +110,8 @@ def run_jax(args) -> dict:
   state = sharding.replicate(
       ts.create_train_state(config, params, jax.random.PRNGKey(0),
                             _SCHEDULE_STEPS), mesh)
-  images, ids = make_inputs(config.model.to_dict(), args.batch_size)
+  images, ids = make_inputs(config.model.to_dict(), args.batch_size,
+                            args.text_length, args.max_tokens)
   ones = np.ones((args.batch_size, 1), bool)
   batch = jax.device_put(
       {"image": images, "text": ids[:, 0], "hard_negatives": ids[:, 1:2],
@@ -171,7 +178,8 @@ def run_torch(args) -> dict:
       [{"params": decay, "weight_decay": optim.weight_decay},
        {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr,
       betas=(optim.b1, optim.b2), eps=optim.eps, fused=device == "cuda")
-  images, ids = make_inputs(config, args.batch_size)
+  images, ids = make_inputs(config, args.batch_size, args.text_length,
+                            args.max_tokens)
   pixels = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(device)
   texts = torch.from_numpy(ids.reshape(-1, ids.shape[-1])).long().to(device)
   autocast = torch.autocast(device, dtype=torch.bfloat16,
@@ -218,6 +226,13 @@ def main():
                       choices=("bfloat16", "float32"))
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--text_length", default="77",
+                      help="comma-separated text lengths L run (<= C)")
+  parser.add_argument("--max_tokens", type=int,
+                      help="texts end before this token (default: C); "
+                      "COCO captions and NegCLIP negatives: 45 at most")
+  parser.add_argument("--no_peer", action="store_true",
+                      help="time hardpos_jax only")
   parser.add_argument("--torch_compile", action="store_true",
                       help="also time the peer under torch.compile")
   parser.add_argument("--tiny", action="store_true",
@@ -228,42 +243,52 @@ def main():
   args = parser.parse_args()
   if args.worker:
     args.batch_size = int(args.batch_size)
+    args.text_length = int(args.text_length)
     run = run_jax if args.worker == "jax" else run_torch
     print("RESULT " + json.dumps(run(args)), flush=True)
     return
 
   rows = []
-  for batch in args.batch_size.split(","):
-    workers = [("jax", []), ("torch", [])]
+  workers = [("jax", [])]
+  if not args.no_peer:
+    workers.append(("torch", []))
     if args.torch_compile:
       workers.append(("torch", ["--torch_compile"]))
-    for worker, extra in workers:
-      flags = [f"--worker={worker}", f"--variant={args.variant}",
-               f"--batch_size={batch}", f"--dtype={args.dtype}",
-               f"--steps={args.steps}", f"--warmup={args.warmup}", *extra,
-               *(["--tiny"] if args.tiny else [])]
-      # The PyTorch worker uses JAX only to make the weights, on the CPU.
-      env = {**os.environ, **({"JAX_PLATFORMS": "cpu"}
-                              if worker == "torch" else {})}
-      proc = subprocess.run([sys.executable, __file__, *flags], env=env,
-                            capture_output=True, text=True, check=False)
-      lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-      if proc.returncode or not lines:
-        print(f"{worker} {' '.join(extra)} at batch {batch} failed "
-              f"({proc.returncode}):\n{proc.stderr[-3000:]}", flush=True)
-        continue
-      row = {"batch": int(batch), **json.loads(lines[-1][len("RESULT "):])}
-      rows.append(row)
-      print(json.dumps(row), flush=True)
+  runs = [(batch, length, *worker)
+          for batch in args.batch_size.split(",")
+          for length in args.text_length.split(",") for worker in workers]
+  for batch, length, worker, extra in runs:
+    flags = [f"--worker={worker}", f"--variant={args.variant}",
+             f"--batch_size={batch}", f"--text_length={length}",
+             f"--dtype={args.dtype}", f"--steps={args.steps}",
+             f"--warmup={args.warmup}", *extra,
+             *([f"--max_tokens={args.max_tokens}"] if args.max_tokens else []),
+             *(["--tiny"] if args.tiny else [])]
+    # The PyTorch worker uses JAX only to make the weights, on the CPU.
+    env = {**os.environ, **({"JAX_PLATFORMS": "cpu"}
+                            if worker == "torch" else {})}
+    proc = subprocess.run([sys.executable, __file__, *flags], env=env,
+                          capture_output=True, text=True, check=False)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode or not lines:
+      print(f"{worker} {' '.join(extra)} at batch {batch}, L={length} "
+            f"failed ({proc.returncode}):\n{proc.stderr[-3000:]}",
+            flush=True)
+      continue
+    row = {"batch": int(batch), "text_length": int(length),
+           **json.loads(lines[-1][len("RESULT "):])}
+    rows.append(row)
+    print(json.dumps(row), flush=True)
 
   print(f"\n{'tiny' if args.tiny else args.variant}, {args.dtype}, K=1 HN "
         "+ P=1 HP per image (3B texts), median of "
         f"{args.steps} steps on {rows[0]['device'] if rows else '?'}\n")
-  print("| implementation | B | first call s | ms/step | images/s | peak GiB "
-        "| first loss |")
-  print("|---|---|---|---|---|---|---|")
+  print("| implementation | B | L | first call s | ms/step | images/s | "
+        "peak GiB | first loss |")
+  print("|---|---|---|---|---|---|---|---|")
   for r in rows:
-    print(f"| {r['impl']} | {r['batch']} | {r['first_call_s']:.1f} | "
+    print(f"| {r['impl']} | {r['batch']} | {r['text_length']} | "
+          f"{r['first_call_s']:.1f} | "
           f"{r['ms']:.1f} (spread {r['ms_spread']:.1f}) | "
           f"{1e3 * r['batch'] / r['ms']:.0f} | {r['peak_gib']:.2f} | "
           f"{r['first_loss']:.5f} |")
