@@ -27,7 +27,7 @@ captioned-image dataset with the same layout is one more DATASETS row.
 Legend: M images, K captions per image, U unique caption texts, D width.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 import dataclasses
 from typing import Any
 
@@ -42,8 +42,6 @@ RECALL_AT = (1, 5, 10)
 # Columns of the scores CSV: the image's rank as a query, then its captions'.
 SCORE_COLUMNS = ("image_to_text_rank", *(
     f"text_to_image_rank_{k}" for k in range(1, CAPTIONS_PER_IMAGE + 1)))
-# Records read per call when collecting a split's ids and captions.
-_READ_CHUNK = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,29 +94,29 @@ class Gallery:
   texts: list[str]
 
 
-def read_gallery(source: Any, spec: CaptionedImages) -> Gallery:
+def read_gallery(source: Any, spec: CaptionedImages,
+                 before_chunk: Callable[[], None] = lambda: None) -> Gallery:
   """Reads a split's image ids and first K captions.
 
   Args:
     source: a random-access split (`len`, `__getitems__`).
     spec: its feature names.
+    before_chunk: see `scoring.read_records`.
 
   Returns:
     The `Gallery`.
   """
   ids, positions, captions, texts = [], [], [], {}
-  for first in range(0, len(source), _READ_CHUNK):
-    chunk = list(range(first, min(first + _READ_CHUNK, len(source))))
-    for position, record in zip(chunk, source.__getitems__(chunk)):
-      own = record[spec.captions_key][spec.text_key]
-      if len(own) < CAPTIONS_PER_IMAGE:
-        raise ValueError(
-            f"Image {spec.id_key}={int(record[spec.id_key])} has {len(own)} "
-            f"captions; retrieval needs {CAPTIONS_PER_IMAGE} per image")
-      ids.append(int(record[spec.id_key]))
-      positions.append(position)
-      captions.append([texts.setdefault(t.decode("utf-8"), len(texts))
-                       for t in own[:CAPTIONS_PER_IMAGE]])
+  for position, record in scoring.read_records(source, before_chunk):
+    own = record[spec.captions_key][spec.text_key]
+    if len(own) < CAPTIONS_PER_IMAGE:
+      raise ValueError(
+          f"Image {spec.id_key}={int(record[spec.id_key])} has {len(own)} "
+          f"captions; retrieval needs {CAPTIONS_PER_IMAGE} per image")
+    ids.append(int(record[spec.id_key]))
+    positions.append(position)
+    captions.append([texts.setdefault(t.decode("utf-8"), len(texts))
+                     for t in own[:CAPTIONS_PER_IMAGE]])
   order = np.argsort(ids, kind="stable")
   index = np.asarray(ids, np.int64)[order]
   if len(np.unique(index)) != len(index):
@@ -166,7 +164,7 @@ def score_split(encoders: scoring.Encoders, params: Any, tokenizer: Any,
   Returns:
     The `RetrievalScores`.
   """
-  gallery = read_gallery(source, DATASETS[subset])
+  gallery = read_gallery(source, DATASETS[subset], encoders.before_batch)
   params = jax.device_put(params, encoders.replicated)
   zimg = scoring.encode_images(encoders, params, source,
                                gallery.image_positions)

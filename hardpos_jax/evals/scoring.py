@@ -23,7 +23,7 @@ rows, S image side, L tokens, D embedding width, Q queries, G gallery items.
 """
 
 import collections
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 import concurrent.futures
 import dataclasses
 import functools
@@ -44,7 +44,7 @@ from hardpos_jax.models import clip
 
 # Texts run at the shortest multiple of this that holds the longest one.
 _TEXT_BUCKET = 8
-# Records read per call when collecting a split's texts and images.
+# Records read per call when collecting a split's ids, texts and labels.
 _READ_CHUNK = 1024
 # Host batches prepared ahead of the one being encoded.
 _PREFETCH = 2
@@ -68,8 +68,9 @@ class Encoders:
     precision: `jax.default_matmul_precision` of the towers' matmuls.
     image_fn: (params, float32 [B, S, S, 3]) -> float32 [B, D], replicated.
     text_fn: (params, int32 [B, L]) -> float32 [B, D], replicated.
-    before_batch: called on every process before each batch is dispatched;
-      raising stops the evaluation there (the trainer's preemption check).
+    before_batch: called on every process before each batch is dispatched
+      and each chunk of records is read; raising stops the evaluation there
+      (the trainer's preemption check).
   """
 
   mesh: jax.sharding.Mesh
@@ -148,7 +149,23 @@ class Items:
   texts: list[str]
 
 
-def read_items(source: Any, text_keys: Sequence[str], index_key: str) -> Items:
+def read_records(source: Any, before_chunk: Callable[[], None] = lambda: None
+                 ) -> Iterator[tuple[int, dict]]:
+  """(position, record) for a whole split, read in chunks.
+
+  Args:
+    source: a random-access split (`len`, `__getitems__`).
+    before_chunk: called before each chunk is read, e.g. an `Encoders`'
+      `before_batch`, so that a long read can be preempted too.
+  """
+  for first in range(0, len(source), _READ_CHUNK):
+    before_chunk()
+    positions = list(range(first, min(first + _READ_CHUNK, len(source))))
+    yield from zip(positions, source.__getitems__(positions))
+
+
+def read_items(source: Any, text_keys: Sequence[str], index_key: str,
+               before_chunk: Callable[[], None] = lambda: None) -> Items:
   """Reads a split's ids and texts and finds its unique images and texts.
 
   Args:
@@ -156,23 +173,22 @@ def read_items(source: Any, text_keys: Sequence[str], index_key: str) -> Items:
       encoded `image` bytes, the `text_keys` texts and `index_key`.
     text_keys: the K text features scored against the image.
     index_key: the feature that identifies an item.
+    before_chunk: see `read_records`.
 
   Returns:
     The `Items`, sorted by id, so a rebuilt dataset scores in one order.
   """
   images, image_positions, texts = {}, [], {}
   index, image, text = [], [], []
-  for first in range(0, len(source), _READ_CHUNK):
-    positions = list(range(first, min(first + _READ_CHUNK, len(source))))
-    for position, record in zip(positions, source.__getitems__(positions)):
-      digest = hashlib.blake2b(record["image"], digest_size=16).digest()
-      if digest not in images:
-        images[digest] = len(images)
-        image_positions.append(position)
-      image.append(images[digest])
-      text.append([texts.setdefault(_text(record[k]), len(texts))
-                   for k in text_keys])
-      index.append(int(record[index_key]))
+  for position, record in read_records(source, before_chunk):
+    digest = hashlib.blake2b(record["image"], digest_size=16).digest()
+    if digest not in images:
+      images[digest] = len(images)
+      image_positions.append(position)
+    image.append(images[digest])
+    text.append([texts.setdefault(_text(record[k]), len(texts))
+                 for k in text_keys])
+    index.append(int(record[index_key]))
   order = np.argsort(index, kind="stable")
   index = np.asarray(index, np.int64)[order]
   if len(np.unique(index)) != len(index):
@@ -334,7 +350,7 @@ def score_split(encoders: Encoders, params: Any, tokenizer: Any, source: Any,
   Returns:
     The `SplitScores`.
   """
-  items = read_items(source, text_keys, index_key)
+  items = read_items(source, text_keys, index_key, encoders.before_batch)
   params = jax.device_put(params, encoders.replicated)
   zimg = encode_images(encoders, params, source, items.image_positions)
   ztxt, length, truncated = encode_texts(encoders, params, tokenizer,

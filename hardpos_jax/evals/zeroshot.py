@@ -24,7 +24,7 @@ its manual_dir. Labels are read in a pass of their own before the images.
 Legend: N images, C classes, P templates, D width.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 from typing import Any
 
@@ -38,8 +38,6 @@ from hardpos_jax.evals import zeroshot_prompts as prompts
 TOP_K = (1, 5)
 # Columns of the scores CSV, one row per image.
 SCORE_COLUMNS = ("label", "prediction", "rank")
-# Records read per call when collecting a split's labels.
-_READ_CHUNK = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,12 +98,13 @@ def class_embeddings(ztxt: np.ndarray, num_classes: int) -> np.ndarray:
       np.float32)
 
 
-def read_labels(source: Any, label_key: str, num_classes: int) -> np.ndarray:
-  """int64 [N] the split's labels, checked to lie in [0, C)."""
-  labels = []
-  for first in range(0, len(source), _READ_CHUNK):
-    chunk = list(range(first, min(first + _READ_CHUNK, len(source))))
-    labels += [int(r[label_key]) for r in source.__getitems__(chunk)]
+def read_labels(source: Any, label_key: str, num_classes: int,
+                before_chunk: Callable[[], None] = lambda: None
+                ) -> np.ndarray:
+  """int64 [N] the split's labels, checked to lie in [0, C); `before_chunk`:
+  see `scoring.read_records`."""
+  labels = [int(r[label_key])
+            for _, r in scoring.read_records(source, before_chunk)]
   labels = np.asarray(labels, np.int64)
   bad = (labels < 0) | (labels >= num_classes)
   if bad.any():
@@ -161,7 +160,8 @@ def score_split(encoders: scoring.Encoders, params: Any, tokenizer: Any,
   if declared != num_classes:
     raise ValueError(f"{task.dataset} has {declared} classes; {subset} names "
                      f"{num_classes}")
-  labels = read_labels(source, task.label_key, num_classes)
+  labels = read_labels(source, task.label_key, num_classes,
+                       encoders.before_batch)
   params = jax.device_put(params, encoders.replicated)
   ztxt, length, truncated = scoring.encode_texts(
       encoders, params, tokenizer, prompt_texts(task.classes, task.templates))
