@@ -114,13 +114,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
     state: replicated TrainState.
     batch: global arrays sharded over the batch axis: `image` [B, S, S, 3],
       `text` [B, L], `hard_negatives` [B, K, L], `hard_negative_mask`
-      [B, K], `hard_positives` [B, P, L], `hard_positive_mask` [B, P].
+      [B, K], `hard_positives` [B, P, L], `hard_positive_mask` [B, P]; with
+      `texts_cut` [B] (the input pipeline's), its sum is a metric.
     loss_fn: from `losses.make_sharded_loss` (or `clip_loss` on one device).
     max_logit_scale: exp(t) is clamped to this after the update (CLIP: 100).
 
   Returns:
     (new state, metrics): the loss's terms and metrics, `loss`,
-    `logit_scale` and `grad_norm`; all replicated scalars.
+    `logit_scale`, `grad_norm` and `texts_cut`; all replicated scalars.
   """
   k = batch["hard_negatives"].shape[1]
   rng = jax.random.fold_in(state.rng, state.step)
@@ -146,9 +147,13 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   params = dict(state.params)
   params["t"] = jnp.minimum(params["t"], jnp.log(max_logit_scale))
   state = state.replace(params=params)
-  return state, {**metrics, "loss": loss,
-                 "logit_scale": jnp.exp(params["t"]),
-                 "grad_norm": optax.tree.norm(grads)}
+  metrics = {**metrics, "loss": loss, "logit_scale": jnp.exp(params["t"]),
+             "grad_norm": optax.tree.norm(grads)}
+  if "texts_cut" in batch:
+    # A step's texts longer than input.text_length: 0 means the length lost
+    # nothing (causal mask + EOT pooling make a shorter length exact).
+    metrics["texts_cut"] = jnp.sum(batch["texts_cut"])
+  return state, metrics
 
 
 def make_train_step(config: ml_collections.ConfigDict,

@@ -265,7 +265,7 @@ def test_global_batches(data_dir, tokenizer, mesh):
               "hard_negative_mask": ((B, 5), np.bool_),
               "hard_positives": ((B, 3, L), np.int32),
               "hard_positive_mask": ((B, 3), np.bool_),
-              "caption_id": ((B,), np.int32)}
+              "caption_id": ((B,), np.int32), "texts_cut": ((B,), np.int32)}
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
   for value in batch.values():
     assert isinstance(value, jax.Array)
@@ -352,6 +352,23 @@ def test_hard_texts_come_from_the_example_and_are_masked(data_dir, tokenizer):
       caption = tokenizer([text(record["caption"])], context_length=24)[0]
       np.testing.assert_array_equal(batch["text"][i], caption)
   assert any(not b["hard_positive_mask"].all() for b in batches)
+  assert all(not b["texts_cut"].any() for b in batches)  # all fit in 24
+
+
+def test_texts_cut_counts_each_examples_long_texts(data_dir, tokenizer):
+  config = make_config(data_dir, text_length=9)
+  records = records_by_caption_id(data_dir)
+  (batch,) = host_batches(config, tokenizer, (0, B))
+  for i, caption_id in enumerate(batch["caption_id"]):
+    record = records[int(caption_id)]
+    # Which HNs and HPs were picked does not matter: with at most 4 HNs and
+    # 3 HPs, all of them are used.
+    texts = [record["caption"], *record["hard_negatives"],
+             *record["hard_positives"]]
+    _, cut = tokenizer.tokenize_with_truncation([text(t) for t in texts],
+                                                context_length=9)
+    assert batch["texts_cut"][i] == cut.sum()
+  assert batch["texts_cut"].any()
 
 
 def test_choice_of_k_varies_with_the_epoch(data_dir, tokenizer):
@@ -424,8 +441,9 @@ def test_bad_config_and_mesh(data_dir, tokenizer, mesh):
 def test_text_encoder_counts_and_warns_once(tokenizer, caplog):
   encode = input_pipeline.TextEncoder(tokenizer, 5)
   with caplog.at_level(logging.WARNING):
-    encode(["a red circle", "a red circle left of a blue square"])
+    _, cut = encode(["a red circle", "a red circle left of a blue square"])
     encode(["a big ivory disc over a small green hexagon", "a square"])
+  assert cut.tolist() == [False, True]
   assert (encode.num_texts, encode.num_truncated) == (4, 2)
   assert sum("are cut" in r.message for r in caplog.records) == 1
 

@@ -60,6 +60,7 @@ def test_demo_trains_evaluates_and_loss_goes_down(data_dir, tmp_path):
   assert int(state.step) == 16
   rows = read_metrics(str(tmp_path))
   assert [r["step"] for r in rows] == list(range(1, 17))
+  assert all(r["texts_cut"] == 0 for r in rows)
   for key in ("loss", "i2t_loss", "t2i_loss", "lr", "examples_per_sec",
               "steps_per_sec"):
     assert all(np.isfinite(r[key]) for r in rows), key

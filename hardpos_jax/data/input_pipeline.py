@@ -147,8 +147,8 @@ class TextEncoder:
     self.num_texts = 0
     self.num_truncated = 0
 
-  def __call__(self, texts: Sequence[str]) -> np.ndarray:
-    """N strings -> int32 [N, L]."""
+  def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """N strings -> (int32 [N, L] ids, bool [N] whether each was cut)."""
     ids, truncated = self.tokenizer.tokenize_with_truncation(
         list(texts), context_length=self.length)
     self.num_texts += len(texts)
@@ -157,7 +157,7 @@ class TextEncoder:
           "Texts longer than %d tokens are cut, e.g. %r; `num_truncated` "
           "counts them.", self.length, texts[int(np.argmax(truncated))])
     self.num_truncated += int(truncated.sum())
-    return ids
+    return ids, truncated
 
 
 def _text(value: bytes | str) -> str:
@@ -205,12 +205,13 @@ class _TrainExamples:
                  rng.permutation(len(negatives))[:self.num_hard_negatives]]
     positives = [positives[i] for i in
                  rng.permutation(len(positives))[:self.num_hard_positives]]
-    ids = self.encode([_text(record["caption"])] + negatives + positives)
+    ids, cut = self.encode([_text(record["caption"])] + negatives + positives)
     hn, hn_mask = _rows_of(ids[1:1 + len(negatives)], self.num_hard_negatives)
     hp, hp_mask = _rows_of(ids[1 + len(negatives):], self.num_hard_positives)
     return {"image": record["image"], "text": ids[0], "hard_negatives": hn,
             "hard_negative_mask": hn_mask, "hard_positives": hp,
-            "hard_positive_mask": hp_mask, "caption_id": np.int32(caption_id)}
+            "hard_positive_mask": hp_mask, "caption_id": np.int32(caption_id),
+            "texts_cut": np.int32(cut.sum())}
 
   def __call__(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
     """This process's examples of steps start_step, start_step + 1, ..."""
@@ -234,6 +235,7 @@ def _train_signature(length: int, k: int, p: int) -> dict[str, tf.TensorSpec]:
       "hard_positives": tf.TensorSpec([p, length], tf.int32),
       "hard_positive_mask": tf.TensorSpec([p], tf.bool),
       "caption_id": tf.TensorSpec([], tf.int32),
+      "texts_cut": tf.TensorSpec([], tf.int32),
   }
 
 
@@ -371,7 +373,8 @@ def create_train_iterator(config: ml_collections.ConfigDict, *,
     An iterator of dicts of global arrays: `image` float32 [B, S, S, 3],
     `text` int32 [B, L], `hard_negatives` int32 [B, K, L],
     `hard_negative_mask` bool [B, K], `hard_positives` int32 [B, P, L],
-    `hard_positive_mask` bool [B, P], `caption_id` int32 [B]. Missing hard
+    `hard_positive_mask` bool [B, P], `caption_id` int32 [B], `texts_cut`
+    int32 [B] (each example's texts longer than L, cut). Missing hard
     negatives/positives are masked out and their ids are 0.
   """
   sharding = batch_sharding(mesh, global_batch_size)
@@ -406,7 +409,7 @@ class _EvalExamples:
                     for k in self.text_keys}}
           continue
         record = records[position - first - self.rows[0]]
-        ids = self.encode([_text(record[k]) for k in self.text_keys])
+        ids, _ = self.encode([_text(record[k]) for k in self.text_keys])
         yield {"image": record["image"], "position": np.int32(position),
                "mask": True, **dict(zip(self.text_keys, ids))}
 
