@@ -24,8 +24,8 @@ from clu import periodic_actions
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
-import numpy as np
 from ml_collections import config_flags
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -38,7 +38,6 @@ from hardpos_jax import tokenizer as tokenizer_lib
 from hardpos_jax import train_step as ts
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.models import clip
-from hardpos_jax.preemption import Preempted
 
 # Exit status after a preemption save, so launchers know to retry.
 PREEMPTED_EXIT_CODE = 42
@@ -186,8 +185,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   it first. Restarting a finished run evaluates only what is missing.
 
   Raises:
-    Preempted: after saving at the point all hosts agreed on, a training step
-      or a batch of an evaluation.
+    preemption.Preempted: after saving at the point all hosts agreed on, a
+      training step or a batch of an evaluation.
     FloatingPointError: a loss became NaN/inf; the last checkpoint is intact.
   """
   workdir = os.path.abspath(workdir)
@@ -260,8 +259,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         if last_saved != step:
           checkpoint.save(mngr, step, state, meta, force=True)
         mngr.wait_until_finished()
-        raise Preempted(f"Preempted during the evaluation of step {step}; "
-                        f"saved step {step} in {workdir}") from None
+        raise preemption.Preempted(
+            f"Preempted during the evaluation of step {step}; saved step "
+            f"{step} in {workdir}") from None
 
     if (restored is not None and _eval_due(config, start, total_steps)
         and not _evaluated(config, os.path.join(workdir, "eval", str(start)))):
@@ -298,7 +298,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         last_saved = done
       if preempted:
         mngr.wait_until_finished()
-        raise Preempted(f"Preempted; saved step {done} in {workdir}")
+        raise preemption.Preempted(
+            f"Preempted; saved step {done} in {workdir}")
       _check_sigterm_handler(last_saved)
       if _eval_due(config, done, total_steps):
         if done == total_steps:
@@ -351,7 +352,7 @@ def main(argv):
                          flags.FLAGS.heartbeat_timeout_seconds)
   try:
     train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-  except Preempted as e:
+  except preemption.Preempted as e:
     logging.warning("%s", e)
     sys.exit(PREEMPTED_EXIT_CODE)
   except Exception:  # pylint: disable=broad-exception-caught
