@@ -154,8 +154,9 @@ class TextEncoder:
     self.num_texts += len(texts)
     if truncated.any() and not self.num_truncated:
       logging.warning(
-          "Texts longer than %d tokens are cut, e.g. %r; `num_truncated` "
-          "counts them.", self.length, texts[int(np.argmax(truncated))])
+          "Texts longer than %d tokens are cut, e.g. %r; the train metric "
+          "`texts_cut` counts them per step.", self.length,
+          texts[int(np.argmax(truncated))])
     self.num_truncated += int(truncated.sum())
     return ids, truncated
 
