@@ -114,16 +114,18 @@ def _demo(config: ml_collections.ConfigDict, tiny: bool) -> None:
   """The embedded default: synthetic world, tiny model, from scratch."""
   config.from_scratch = True
   width = 32 if tiny else 128
+  # 48-pixel images in 16-pixel patches: one patch per cell of the world's
+  # 3x3 grid, so an object is a token (and the image tower is cheap on CPU).
   config.model = clip.model_config(
       None,
       image=dict(width=width, depth=2 if tiny else 4, num_heads=2,
-                 mlp_dim=2 * width, patch_size=8),
+                 mlp_dim=2 * width, patch_size=8 if tiny else 16),
       text=dict(width=width, depth=2 if tiny else 4, num_heads=2,
-                mlp_dim=2 * width, context_length=32),
-      embed_dim=width, image_size=32 if tiny else 64)
+                mlp_dim=2 * width, context_length=24),
+      embed_dim=width, image_size=32 if tiny else 48)
   config.input.dataset = "synthetic_shapes/" + ("tiny" if tiny else "default")
   config.input.image_size = config.model.image_size
-  config.input.text_length = 32
+  config.input.text_length = config.model.text.context_length
   config.batch_size = 8 if tiny else 64
   config.num_epochs = 1 if tiny else 2
   config.optim.lr = 1e-3

@@ -39,10 +39,21 @@ def flat(params):
           flax.traverse_util.flatten_dict(params, sep="/").items()}
 
 
+# Softmax is invariant to the attention key bias (it adds the same q.b_k to
+# every logit of a query), so its gradient is exactly zero in exact arithmetic
+# and float noise in practice, which Adam scales up to about +-lr: it is
+# kept for OpenAI parity but its value after a step is not defined.
+UNDEFINED = "attn/key/bias"
+
+
 def assert_params_close(a, b, tol=2e-5):
-  a, b = flat(a), flat(b)
+  """Params (trees or flat dicts) agree wherever an update is defined."""
+  a, b = (x if isinstance(x, dict) and "/" in next(iter(x)) else flat(x)
+          for x in (a, b))
   assert a.keys() == b.keys()
-  for key in a:
+  defined = [k for k in a if not k.endswith(UNDEFINED)]
+  assert len(defined) < len(a)  # the rule still names real params
+  for key in defined:
     np.testing.assert_allclose(a[key], b[key], atol=tol, rtol=tol,
                                err_msg=key)
 
@@ -86,13 +97,27 @@ def test_two_processes_equal_one_process(tmp_path):
   for p in procs:
     _, err = p.communicate(timeout=240)
     assert p.returncode == 0, err.decode()[-3000:]
-  got = dict(np.load(out))
   state, _ = run(4, steps=3)
-  ref = flat(state.params)
-  assert got.keys() == ref.keys()
-  for key in ref:
-    np.testing.assert_allclose(got[key], ref[key], atol=2e-5, rtol=2e-5,
-                               err_msg=key)
+  assert_params_close(dict(np.load(out)), state.params)
+
+
+def test_key_bias_gradient_is_float_noise():
+  """Why UNDEFINED is skipped: its gradient is noise next to the others'."""
+  params = tiny.init_params()
+  batch = tiny.batch(0)
+  model = ts.clip.CLIP(**tiny.model_config())
+
+  def loss(params):
+    zimg, ztxt, out = model.apply({"params": params}, batch["image"],
+                                  batch["text"])
+    return losses.clip_loss(zimg, ztxt, logit_scale=out["logit_scale"])[0]
+
+  grads = flat(jax.grad(loss)(params))
+  key_bias = max(np.abs(v).max() for k, v in grads.items()
+                 if k.endswith(UNDEFINED))
+  query_bias = min(np.abs(v).max() for k, v in grads.items()
+                   if k.endswith("attn/query/bias"))
+  assert key_bias < 1e-6 * query_bias
 
 
 def test_weight_decay_mask_only_matrices():

@@ -55,8 +55,13 @@ def _configs(default: Mapping[str, int],
 class _SyntheticBuilder(common.ArrayRecordBuilder, skip_registration=True):
   """Writes the splits in `SPLITS`, as array_record unless told otherwise."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First release.",
+      "2.0.0": "Training captions follow the wording conventions (canonical "
+               "words, left-to-right lists); benchmark hard positives break "
+               "them; 16,000 pretraining scenes.",
+  }
   SPLITS: tuple[str, ...] = ()
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -90,7 +95,7 @@ class SyntheticShapes(_SyntheticBuilder):
   """Scenes of 2-3 coloured shapes; captions with hard negatives/positives."""
 
   SPLITS = ("pretrain", "train")
-  BUILDER_CONFIGS = _configs(default={"pretrain": 4000, "train": 4000},
+  BUILDER_CONFIGS = _configs(default={"pretrain": 16000, "train": 4000},
                              tiny={"pretrain": 12, "train": 16})
 
   def _info(self) -> tfds.core.DatasetInfo:

@@ -14,6 +14,17 @@ and `holds` decides whether a claim is true of a scene. Hard negatives change
 the claim's meaning to a false one; hard positives change its wording only, as
 in Kamath et al.: a synonym (kind "replace"), or the phrases around "and"
 swapped / a relation stated from the other side (kind "swap").
+
+The training captions (`pretrain`, `train`) follow the world's conventions,
+as web alt-text and COCO captions follow those of everyday English: a
+concept is named by its canonical word (a synonym with probability
+SYNONYM_P) and phrases joined by "and" come left to right (another order
+with probability UNUSUAL_ORDER_P). The benchmark writes its captions and hard
+negatives in the conventions and its hard positives against them (the rare
+synonym; the phrases around "and" in the unusual order), as the paper's
+benchmark edits ("ivory", "to the rear of", swapped lists) are rare wordings.
+A model can therefore score captions by how conventional they look, which is
+the surface cue the paper says hard-negative fine-tuning latches onto.
 """
 
 from collections.abc import Mapping, Sequence
@@ -72,6 +83,9 @@ GRID = 3
 # large object with the largest jitter still stays inside its own cell.
 DIAMETER = {"small": 0.14, "large": 0.26}
 JITTER = 0.03
+# The conventions of the training captions (module docstring).
+SYNONYM_P = 0.1
+UNUSUAL_ORDER_P = 0.1
 MAX_HARD_NEGATIVES = 4
 MAX_REPLACE_POSITIVES = 2
 
@@ -242,9 +256,15 @@ def concepts(claim: Claim) -> list[str]:
   return list(dict.fromkeys(out))
 
 
-def sample_words(rng: np.random.Generator) -> dict[str, str]:
-  """A random surface word for every concept."""
-  return {c: str(rng.choice(s)) for c, s in SURFACES.items()}
+def sample_words(rng: np.random.Generator,
+                 synonym_p: float = SYNONYM_P) -> dict[str, str]:
+  """A surface word for every concept: a synonym with probability
+  `synonym_p` (uniform among the concept's others), else the canonical one."""
+  words = {}
+  for concept, surfaces in SURFACES.items():
+    rare = len(surfaces) > 1 and rng.random() < synonym_p
+    words[concept] = str(rng.choice(surfaces[1:])) if rare else surfaces[0]
+  return words
 
 
 def _render_phrase(p: Phrase, words: Words) -> str:
@@ -309,7 +329,8 @@ def _phrase(obj: Obj, rng: np.random.Generator, size_p: float) -> Phrase:
 
 
 def sample_claim(scene: Scene, rng: np.random.Generator, form: str,
-                 size_p: float = 0.5) -> Claim:
+                 size_p: float = 0.5,
+                 unusual_order_p: float = UNUSUAL_ORDER_P) -> Claim:
   """A true claim of the given form: "single", "and", "and_all", "relation".
 
   Args:
@@ -318,6 +339,9 @@ def sample_claim(scene: Scene, rng: np.random.Generator, form: str,
     form: "single" (one phrase), "and" (two phrases), "and_all" (every object)
       or "relation" (two phrases and a true relation).
     size_p: probability that a phrase mentions its object's size.
+    unusual_order_p: probability that phrases joined by "and" keep the random
+      order drawn instead of going left to right (relation claims always keep
+      it).
 
   Returns:
     A claim that `holds` for the scene.
@@ -327,6 +351,8 @@ def sample_claim(scene: Scene, rng: np.random.Generator, form: str,
     raise ValueError(f"Unknown claim form {form!r}; choices: {tuple(n)}")
   picked = rng.permutation(len(scene.objects))[:n[form]]
   objs = [scene.objects[i] for i in picked]
+  if form != "relation" and rng.random() >= unusual_order_p:
+    objs.sort(key=lambda o: o.column)
   phrases = tuple(_phrase(o, rng, size_p) for o in objs)
   if form != "relation":
     return Claim(phrases)
@@ -468,14 +494,17 @@ def benchmark_item(split: str, scene: Scene,
 
   REPLACE-ATT: an attribute replaced, HP an attribute synonym; REPLACE-REL: the
   relation replaced, HP a relation synonym; SWAP: colours swapped across "and",
-  HP the phrases around "and" swapped.
+  HP the phrases around "and" swapped. The caption and the hard negative are
+  in the conventions (canonical words, left to right), the hard positive
+  against them (module docstring).
 
   Returns:
     A dict with str `caption`, `hard_negative` and `hard_positive`.
   """
-  words = sample_words(rng)
+  words = sample_words(rng, synonym_p=0.0)
   if split == "test_replace_att":
-    claim = sample_claim(scene, rng, str(rng.choice(["single", "and"])))
+    claim = sample_claim(scene, rng, str(rng.choice(["single", "and"])),
+                         unusual_order_p=0.0)
     i = int(rng.integers(len(claim.phrases)))
     sized = claim.phrases[i].size is not None
     attribute = "size" if sized and rng.random() < 0.3 else "colour"
@@ -488,7 +517,7 @@ def benchmark_item(split: str, scene: Scene,
     negative = negatives[int(rng.integers(len(negatives)))]
     positive = claim, synonym_words(claim, words, rng, [claim.relation])[0]
   elif split == "test_swap":
-    claim = sample_claim(scene, rng, "and", size_p=0.0)
+    claim = sample_claim(scene, rng, "and", size_p=0.0, unusual_order_p=0.0)
     negative = swap_attribute(claim, "colour")
     positive = swap_around_and(claim), words
   else:
