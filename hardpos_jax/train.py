@@ -42,6 +42,8 @@ from hardpos_jax.models import clip
 # Exit status after a preemption save, so launchers know to retry.
 PREEMPTED_EXIT_CODE = 42
 METRICS_FILE = "metrics.jsonl"
+# Metrics of the console's step lines, when the step reports them.
+CONSOLE_METRICS = ("loss", "i2t_acc", "t2i_acc", "logit_scale")
 # Each step's caption ids, when `config.log_batch_ids` is on.
 BATCH_IDS_FILE = "batch_ids.jsonl"
 
@@ -113,6 +115,22 @@ def _truncate_rows(path: str, step: int) -> None:
   with open(path + ".tmp", "w") as f:
     f.writelines(rows)
   os.replace(path + ".tmp", path)
+
+
+def say(message: str) -> None:
+  """A line for the person at the console, also in the log file."""
+  print(message, flush=True)
+  logging.info("%s", message)
+
+
+def _step_line(step: int, total: int, row: dict, seconds: float) -> str:
+  """"step 40/250  loss 3.412  i2t_acc 0.125 ...  410 ex/s  ETA 1m05s"."""
+  shown = "  ".join(f"{k} {row[k]:.3f}" for k in CONSOLE_METRICS if k in row)
+  eta = int((total - step) / max(row["steps_per_sec"], 1e-9))
+  width = len(str(total))
+  return (f"step {step:{width}d}/{total}  {shown}  "
+          f"{row['examples_per_sec']:.0f} ex/s  ETA {eta // 60}m{eta % 60:02d}s"
+          f"  ({seconds:.0f} s)")
 
 
 def _append_row(path: str, row: dict) -> None:
@@ -233,7 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             "data order. Keep batch_size; the process count may change.")
     state = sharding.replicate(state, mesh)
     start = int(state.step)
-    logging.info("Training steps %d..%d in %s", start, total_steps, workdir)
+    say(f"Training steps {start}..{total_steps} in {workdir}")
     if lead:
       _truncate_rows(metrics_path, start)
       _truncate_rows(ids_path, start)
@@ -265,10 +283,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
     if (restored is not None and _eval_due(config, start, total_steps)
         and not _evaluated(config, os.path.join(workdir, "eval", str(start)))):
-      logging.info("Evaluating step %d first: its evaluation did not finish.",
-                   start)
+      say(f"Evaluating step {start} first: its evaluation did not finish.")
       evaluate_at(start)
-    pending, tick = [], time.time()
+    pending, tick, began = [], time.time(), time.time()
     for step in range(start, total_steps):
       batch = next(batches)
       done = step + 1
@@ -291,6 +308,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         writer.write_scalars(done, row)
         if lead:
           _append_row(metrics_path, {"step": done, **row})
+          print(_step_line(done, total_steps, row, time.time() - began),
+                flush=True)
       if mngr.should_save(done) or done == total_steps:
         _check_finite(pending, last_saved)
         pending = []

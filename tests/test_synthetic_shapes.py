@@ -232,3 +232,54 @@ def test_png_is_lossless_against_draw(data_dir):
   scene = world.scene_from_image_id(text(row["image_id"]))
   decoded = np.asarray(Image.open(io.BytesIO(row["image"])))
   np.testing.assert_array_equal(decoded, world.draw(scene, 64))
+
+
+# ------------------------------------------------------------ conventions ---
+
+
+def canonical(caption: str) -> bool:
+  """Whether a caption uses only canonical words (no prefix)."""
+  return world.render(world.parse(caption), {}) == caption
+
+
+def left_to_right(claim, scene) -> bool:
+  columns = [next(o.column for o in scene.objects if world.holds(
+      world.Claim((p,)), world.Scene((o,), 0))) for p in claim.phrases]
+  return columns == sorted(columns)
+
+
+def test_training_captions_follow_the_conventions():
+  """Synonyms and unusual list orders are rare (SYNONYM_P, UNUSUAL_ORDER_P)."""
+  rare_words = lists = ordered = 0
+  n = 2000
+  for i in range(n):
+    rng = world.scene_rng("pretrain", i)
+    scene = world.sample_scene(rng)
+    claim = world.sample_claim(scene, rng, "and")
+    words = world.sample_words(rng)
+    rare_words += any(words[c] != world.SURFACES[c][0]
+                      for c in world.concepts(claim))
+    lists += 1
+    ordered += left_to_right(claim, scene)
+  # A 2-phrase claim mentions 4-6 rewordable concepts; order holds for the
+  # 90 % sorted plus half of the 10 % left in random order.
+  assert 0.2 < rare_words / n < 0.5
+  assert 0.92 < ordered / lists < 0.98
+
+
+@pytest.mark.parametrize("split",
+                         ["test_replace_att", "test_replace_rel", "test_swap"])
+def test_benchmark_hard_positives_break_the_conventions(data_dir, split):
+  for row in records(data_dir, BENCHMARK, split):
+    scene = world.scene_from_image_id(text(row["image_id"]))
+    caption, negative, positive = (text(row[k]) for k in (
+        "caption", "hard_negative", "hard_positive"))
+    assert canonical(caption) and canonical(negative)
+    claim = world.parse(caption)
+    if len(claim.phrases) > 1 and claim.relation is None:
+      assert left_to_right(claim, scene)
+    if split == "test_swap":
+      assert canonical(positive)
+      assert not left_to_right(world.parse(positive), scene)
+    else:  # A synonym, which training captions use 10 % of the time.
+      assert not canonical(positive)
