@@ -118,7 +118,7 @@ def _truncate_rows(path: str, step: int) -> None:
 
 
 def say(message: str) -> None:
-  """A line for the person at the console, also in the log file."""
+  """A line for the person at the console, also in the absl log."""
   print(message, flush=True)
   logging.info("%s", message)
 
