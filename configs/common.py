@@ -65,12 +65,20 @@ def base_config(
   # on first use (the manual datasets need theirs built beforehand).
   config.input.data_dir = config_dict.placeholder(str)
   config.input.split = "train"
+  # An epoch: every (image, caption) pair once ("pairs", the paper's and
+  # NegCLIP's), or every image once with a random caption ("images").
+  config.input.epoch_unit = "pairs"
   config.input.image_size = 224
   config.input.text_length = 77
   config.input.num_hard_negatives = 0  # K hard negatives per image
   config.input.num_hard_positives = 0  # P hard positives per image
   config.input.hard_negative_fraction = 1.0  # examples keeping their HNs
   config.input.hard_positive_kinds = "both"  # "swap", "replace" or "both"
+  # NegCLIP's hard-negative images: each pair brings a neighbour's image,
+  # caption and HNs, from the dataset's neg_images or a neighbours file
+  # (python -m hardpos_jax.neighbours).
+  config.input.hard_images = False
+  config.input.neighbours = config_dict.placeholder(str)
   config.input.crop_scale = (0.9, 1.0)  # open_clip's random resized crop
   config.input.crop_ratio = (3 / 4, 4 / 3)
   config.input.prefetch = 2  # host batches prepared ahead

@@ -68,10 +68,10 @@ def initial_params(config: ml_collections.ConfigDict) -> Any:
 
 
 def num_train_steps(config: ml_collections.ConfigDict,
-                    num_examples: int) -> int:
+                    steps_per_epoch: int) -> int:
   if config.total_steps is not None:
     return config.total_steps
-  return config.num_epochs * (num_examples // config.batch_size)
+  return config.num_epochs * steps_per_epoch
 
 
 def _host_scalars(metrics: dict[str, jax.Array]) -> dict[str, float]:
@@ -221,7 +221,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   source = input_pipeline.data_source(config.input.dataset,
                                       config.input.split,
                                       config.input.data_dir)
-  total_steps = num_train_steps(config, len(source))
+  total_steps = num_train_steps(config, input_pipeline.steps_per_epoch(
+      config.input, source, config.batch_size))
   state = ts.create_train_state(config, initial_params(config),
                                 jax.random.PRNGKey(config.seed), total_steps)
   meta = {"model": config.model.to_dict(), "seed": config.seed,

@@ -16,14 +16,18 @@ import tensorflow_datasets as tfds
 
 from hardpos_jax.data import eval_transform
 from hardpos_jax.data import input_pipeline
+from hardpos_jax.data import neighbours_file
 from hardpos_jax.data import preprocess
+from hardpos_jax.data import sampling
 from hardpos_jax.tokenizer import Tokenizer
-from tfds_builders.synthetic_shapes import world
+from tfds_builders import common
 
 tf.config.set_visible_devices([], "GPU")
 tfds.disable_progress_bar()
 
-B = 8  # global batch; the tiny train split has 32 examples, 4 steps an epoch
+# Global batch; the tiny train split has 16 images of 2 captions: 32 pairs,
+# 4 steps an epoch.
+B = 8
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,8 @@ def make_config(data_dir, **overrides):
       image_size=16, text_length=24, num_hard_negatives=5,
       num_hard_positives=3, hard_negative_fraction=1.0,
       hard_positive_kinds="both", crop_scale=(0.9, 1.0),
-      crop_ratio=(3 / 4, 4 / 3), prefetch=2))
+      crop_ratio=(3 / 4, 4 / 3), prefetch=2, epoch_unit="pairs",
+      hard_images=False, neighbours=None))
   config.update(overrides)
   return config
 
@@ -59,16 +64,27 @@ def source(data_dir, split="train", dataset="synthetic_shapes/tiny"):
   return input_pipeline.data_source(dataset, split, data_dir)
 
 
-def host_batches(config, tokenizer, rows, start_step=0, seed=0, steps=1):
+def host_batches(config, tokenizer, rows, start_step=0, seed=0, steps=1,
+                 data=None):
   ds = input_pipeline.host_train_dataset(
-      config, source(config.data_dir),
+      config, data or source(config.data_dir),
       text_encoder=input_pipeline.TextEncoder(tokenizer, config.text_length),
       global_batch_size=B, seed=seed, start_step=start_step, rows=rows)
   return list(ds.take(steps).as_numpy_iterator())
 
 
 def records_by_caption_id(data_dir):
-  return {int(r["caption_id"]): r for r in source(data_dir)}
+  """caption id -> that caption's texts and its image's index and id."""
+  out = {}
+  for index, record in enumerate(source(data_dir)):
+    captions = record["captions"]
+    for j, caption_id in enumerate(captions["caption_id"]):
+      out[int(caption_id)] = {
+          "image_index": index, "image_id": text(record["image_id"]),
+          **{k: captions[k][j] for k in (
+              "caption", "hard_negatives", "hard_positives",
+              "hard_positive_kinds")}}
+  return out
 
 
 def text(value):
@@ -220,8 +236,7 @@ def test_crop_falls_back_to_the_centre():
 
 
 def test_train_order_is_a_permutation_per_epoch():
-  order = input_pipeline.TrainOrder(num_examples=10, global_batch_size=3,
-                                    seed=7)
+  order = sampling.TrainOrder(num_units=10, global_batch_size=3, seed=7)
   assert order.steps_per_epoch == 3
   for epoch in range(2):
     seen = np.concatenate([order.indices(epoch * 3 + k, (0, 3))[1]
@@ -231,7 +246,7 @@ def test_train_order_is_a_permutation_per_epoch():
   assert not np.array_equal(order.indices(0, (0, 3))[1],
                             order.indices(3, (0, 3))[1])
   with pytest.raises(ValueError, match="Batch size 11"):
-    input_pipeline.TrainOrder(10, 11, 0)
+    sampling.TrainOrder(10, 11, 0)
 
 
 def test_host_shards_are_disjoint_and_complete(data_dir, tokenizer):
@@ -248,10 +263,35 @@ def test_host_shards_are_disjoint_and_complete(data_dir, tokenizer):
           np.concatenate([p[step][key] for p in parts]), value, err_msg=key)
 
 
-def test_one_epoch_reads_every_example_once(data_dir, tokenizer):
+def test_one_epoch_reads_every_pair_once(data_dir, tokenizer):
   batches = host_batches(make_config(data_dir), tokenizer, (0, B), steps=4)
   ids = np.concatenate([b["caption_id"] for b in batches])
   assert sorted(ids) == list(range(32))
+
+
+def test_image_epochs_read_every_image_once(data_dir, tokenizer):
+  config = make_config(data_dir, epoch_unit="images")
+  captions = records_by_caption_id(data_dir)
+  assert input_pipeline.steps_per_epoch(config, source(data_dir), B) == 2
+  seen = []
+  for epoch in range(3):
+    batches = host_batches(config, tokenizer, (0, B), start_step=2 * epoch,
+                           steps=2)
+    ids = [int(c) for b in batches for c in b["caption_id"]]
+    images = [captions[c]["image_index"] for c in ids]
+    assert sorted(images) == list(range(16))  # each image once, any caption
+    seen.append(ids)
+  assert len({c for ids in seen for c in ids}) > 16  # captions vary
+
+
+def test_caption_index_needs_the_per_image_schema(data_dir):
+  benchmark = source(data_dir, "test_swap", "synthetic_shapes_benchmark/tiny")
+  with pytest.raises(ValueError, match="per-image training schema"):
+    sampling.CaptionIndex.of(benchmark, "test_swap")
+  index = sampling.CaptionIndex.of(source(data_dir), "train")
+  assert (index.num_images, index.num_pairs) == (16, 32)
+  images, slots = index.image_and_slot(np.array([0, 1, 2, 31]))
+  assert images.tolist() == [0, 0, 1, 15] and slots.tolist() == [0, 1, 0, 1]
 
 
 def test_global_batches(data_dir, tokenizer, mesh):
@@ -438,60 +478,92 @@ def test_bad_config_and_mesh(data_dir, tokenizer, mesh):
                                data_dir)
 
 
-def test_text_encoder_counts_and_warns_once(tokenizer, caplog):
+def test_text_encoder_flags_and_warns_once(tokenizer, caplog):
   encode = input_pipeline.TextEncoder(tokenizer, 5)
   with caplog.at_level(logging.WARNING):
     _, cut = encode(["a red circle", "a red circle left of a blue square"])
-    encode(["a big ivory disc over a small green hexagon", "a square"])
-  assert cut.tolist() == [False, True]
-  assert (encode.num_texts, encode.num_truncated) == (4, 2)
+    _, cut2 = encode(["a big ivory disc over a small green hexagon", "a"])
+  assert cut.tolist() == [False, True] and cut2.tolist() == [True, False]
   assert sum("are cut" in r.message for r in caplog.records) == 1
 
 
-# ------------------------------------------------------------------ eval ---
+# ------------------------------------------------ hard-negative images ---
 
 
-def test_eval_batches(data_dir, tokenizer, mesh):
-  config = make_config(data_dir)
-  dataset = "synthetic_shapes_benchmark/tiny"
-  batches = input_pipeline.create_eval_iterator(
-      config, dataset=dataset, split="test_swap", tokenizer=tokenizer,
-      mesh=mesh, global_batch_size=B)
-  batches = [jax.tree.map(np.asarray, b) for b in batches]
-  assert len(batches) == 3  # 20 items: 8 + 8 + 4 and 4 padding rows
-  positions = np.concatenate([b["position"] for b in batches])
-  mask = np.concatenate([b["mask"] for b in batches])
-  np.testing.assert_array_equal(positions, np.arange(24))
-  np.testing.assert_array_equal(mask, np.arange(24) < 20)
-  last = batches[-1]
-  assert not last["image"][4:].any() and not last["caption"][4:].any()
-  items = source(data_dir, "test_swap", dataset)
-  for b in (0, 2):
-    for i in range(4):
-      item = items[int(batches[b]["position"][i])]
-      image = world.draw(world.scene_from_image_id(text(item["image_id"])),
-                         64)
-      np.testing.assert_array_equal(batches[b]["image"][i],
-                                    eval_transform.clip_eval_image(image, 16))
-      for key in ("caption", "hard_negative", "hard_positive"):
-        np.testing.assert_array_equal(
-            batches[b][key][i],
-            tokenizer([text(item[key])], context_length=24)[0])
+def write_neighbours(path, data_dir, neighbours):
+  data = source(data_dir)
+  neighbours_file.save(
+      str(path), neighbours=neighbours,
+      similarity=np.zeros(neighbours.shape, np.float32),
+      image_ids=[text(r["image_id"]) for r in data],
+      dataset=data.dataset_info.full_name, split="train")
+  return str(path)
 
 
-def test_eval_host_shards(data_dir, tokenizer):
-  config = make_config(data_dir)
-  items = source(data_dir, "test_replace_rel",
-                 "synthetic_shapes_benchmark/tiny")
-
-  def host(rows):
-    ds = input_pipeline.host_eval_dataset(
-        config, items, global_batch_size=B, rows=rows,
-        text_encoder=input_pipeline.TextEncoder(tokenizer, 24))
-    return list(ds.as_numpy_iterator())
-
-  whole, parts = host((0, B)), [host((0, 4)), host((4, B))]
-  for step, batch in enumerate(whole):
-    for key, value in batch.items():
+def test_hard_images_bring_a_neighbours_caption(data_dir, tokenizer,
+                                                tmp_path):
+  # Image i's neighbours are i + 1 and i + 2 (mod 16).
+  near = (np.arange(16)[:, None] + [1, 2]) % 16
+  config = make_config(data_dir, hard_images=True, num_hard_negatives=1,
+                       neighbours=write_neighbours(tmp_path / "n.npz",
+                                                   data_dir, near))
+  captions = records_by_caption_id(data_dir)
+  plain = host_batches(make_config(data_dir, num_hard_negatives=1), tokenizer,
+                       (0, B), steps=4)
+  batches = host_batches(config, tokenizer, (0, 2 * B), steps=4)
+  for with_partner, without in zip(batches, plain):
+    assert len(with_partner["caption_id"]) == 2 * B
+    # Even rows are the drawn pairs, in the order the plain pipeline draws.
+    np.testing.assert_array_equal(with_partner["caption_id"][::2],
+                                  without["caption_id"])
+    for own, partner in zip(with_partner["caption_id"][::2],
+                            with_partner["caption_id"][1::2]):
+      image = captions[int(own)]["image_index"]
+      assert captions[int(partner)]["image_index"] in near[image]
+    for i, caption_id in enumerate(with_partner["caption_id"]):
+      record = captions[int(caption_id)]
       np.testing.assert_array_equal(
-          np.concatenate([p[step][key] for p in parts]), value)
+          with_partner["text"][i],
+          tokenizer([text(record["caption"])], context_length=24)[0])
+      assert {tuple(with_partner["hard_negatives"][i][0])} <= token_rows(
+          tokenizer, [text(t) for t in record["hard_negatives"]], 24)
+  # Hosts split between pairs, and a host's rows are the same rows.
+  halves = [host_batches(config, tokenizer, rows, steps=1)[0]
+            for rows in [(0, 8), (8, 16)]]
+  np.testing.assert_array_equal(
+      np.concatenate([h["caption_id"] for h in halves]),
+      batches[0]["caption_id"])
+  with pytest.raises(ValueError, match="split a hard-image pair"):
+    host_batches(config, tokenizer, (0, 3))
+
+
+def test_hard_images_from_the_datasets_neg_images(data_dir, tokenizer):
+  # synthetic_shapes has no NegCLIP neighbours: the error says what to do.
+  config = make_config(data_dir, hard_images=True)
+  with pytest.raises(ValueError, match="no hard-negative images"):
+    host_batches(config, tokenizer, (0, 2 * B))
+
+
+@pytest.mark.parametrize("change, needles", [
+    (dict(split="pretrain"), ["holds the neighbours of", "/train"]),
+    (dict(neighbours=np.zeros((15, 2), np.int32)), ["shape (15, 2)"]),
+    (dict(neighbours=np.full((16, 2), 16)), ["row 0", "out of range"]),
+    (dict(neighbours=np.zeros((16, 2), np.int32)), ["row 0",
+                                                     "the example itself"]),
+    (dict(image_ids=["x"] * 16), ["row", "image_id 'x'"]),
+])
+def test_bad_neighbours_file(data_dir, tokenizer, tmp_path, change, needles):
+  data = source(data_dir)
+  fields = dict(neighbours=(np.arange(16)[:, None] + [1, 2]) % 16,
+                similarity=np.zeros((16, 2), np.float32),
+                image_ids=[text(r["image_id"]) for r in data],
+                dataset=data.dataset_info.full_name, split="train")
+  fields.update(change)
+  fields["similarity"] = np.zeros(np.shape(fields["neighbours"]), np.float32)
+  path = str(tmp_path / "bad.npz")
+  neighbours_file.save(path, **fields)
+  config = make_config(data_dir, hard_images=True, neighbours=path)
+  with pytest.raises(common.DataError) as error:
+    host_batches(config, tokenizer, (0, 2 * B))
+  for needle in [path, *needles]:
+    assert needle in str(error.value)

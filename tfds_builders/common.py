@@ -124,17 +124,21 @@ def manual_path(root: pathlib.Path, relative: str) -> pathlib.Path:
 def read_image(
     path: pathlib.Path,
     box: tuple[float, float, float, float] | None = None,
+    shorter_side: int | None = None,
 ) -> bytes:
   """Returns the image at `path` as RGB JPEG bytes, optionally cropped.
 
-  An RGB JPEG that needs no crop is returned byte for byte, so models see
-  exactly the source pixels. Anything else is decoded, converted to RGB
-  (greyscale and CMYK included) and re-encoded at `JPEG_QUALITY`.
+  An RGB JPEG that needs no crop or resize is returned byte for byte, so
+  models see exactly the source pixels. Anything else is decoded, converted
+  to RGB (greyscale and CMYK included), cropped, resized and re-encoded at
+  `JPEG_QUALITY`.
 
   Args:
     path: the image file.
     box: `(x, y, w, h)` in pixels, cropped as ARO's VG_Attribution does, with
       PIL `image.crop((x, y, x + w, y + h))`; it must lie inside the image.
+    shorter_side: if the image's shorter side is longer, it is resized
+      (PIL bicubic, antialiased, aspect kept) to this; never enlarged.
 
   Returns:
     JPEG bytes of an RGB image.
@@ -154,7 +158,9 @@ def read_image(
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.load()  # Decodes everything, so truncated files fail here.
-      if box is None and image.format == "JPEG" and image.mode == "RGB":
+      size = _resized(image.size, shorter_side)
+      if (box is None and size == image.size and image.format == "JPEG"
+          and image.mode == "RGB"):
         return data
       image = image.convert("RGB")
   except Image.UnidentifiedImageError as e:
@@ -165,9 +171,21 @@ def read_image(
     raise DataError(f"image {path} is not a readable image: {e}") from e
   if box is not None:
     image = image.crop(_crop_box(path, image.size, box))
+  size = _resized(image.size, shorter_side)
+  if size != image.size:
+    image = image.resize(size, Image.Resampling.BICUBIC)
   out = io.BytesIO()
   image.save(out, format="JPEG", quality=JPEG_QUALITY)
   return out.getvalue()
+
+
+def _resized(size: tuple[int, int],
+             shorter_side: int | None) -> tuple[int, int]:
+  """(width, height) with the shorter side cut to `shorter_side` if longer."""
+  if shorter_side is None or min(size) <= shorter_side:
+    return size
+  scale = shorter_side / min(size)
+  return tuple(max(1, round(v * scale)) for v in size)
 
 
 def _crop_box(
@@ -190,18 +208,77 @@ def _crop_box(
 
 
 def training_features(image_format: str = "jpeg") -> tfds.features.FeaturesDict:
-  """The training schema of coco_hard_pos_neg and synthetic_shapes."""
+  """The training schema of coco_hard_pos_neg and synthetic_shapes.
+
+  One example per image, so each image is stored (and decoded per draw)
+  once, with every caption of it and, per caption, its hard negatives and
+  hard positives.
+  """
   return tfds.features.FeaturesDict({
       "image": tfds.features.Image(encoding_format=image_format),
-      "caption": tfds.features.Text(),
-      "hard_negatives": tfds.features.Sequence(tfds.features.Text()),
-      "hard_positives": tfds.features.Sequence(tfds.features.Text()),
-      # "swap" or "replace", one per hard positive.
-      "hard_positive_kinds": tfds.features.Sequence(tfds.features.Text()),
       "image_id": tfds.features.Text(),
-      # Unique per example (TFDS shuffles at build time).
-      "caption_id": tfds.features.Scalar(dtype=np.int64),
+      "captions": tfds.features.Sequence({
+          "caption": tfds.features.Text(),
+          # Unique within the split.
+          "caption_id": tfds.features.Scalar(dtype=np.int64),
+          "hard_negatives": tfds.features.Sequence(tfds.features.Text()),
+          "hard_positives": tfds.features.Sequence(tfds.features.Text()),
+          # "swap" or "replace", one per hard positive.
+          "hard_positive_kinds": tfds.features.Sequence(tfds.features.Text()),
+          # NegCLIP's hard-negative images: caption ids (same split), each a
+          # caption of a neighbouring image; empty when the source has none.
+          "neg_images": tfds.features.Sequence(
+              tfds.features.Scalar(dtype=np.int64)),
+      }),
   })
+
+
+def dataset_info(builder: tfds.core.DatasetBuilder, *, in_key_order: bool = False,
+                 **kwargs: Any) -> tfds.core.DatasetInfo:
+  """DatasetInfo with metadata (skip counts, caption index).
+
+  Args:
+    builder: the builder.
+    in_key_order: store examples sorted by their integer key instead of
+      TFDS's hash order. The training datasets do, so that
+      `record_caption_ids` can write, at build time, the caption ids of the
+      example at each position: the input pipeline enumerates every (image,
+      caption) pair from that index without reading an image.
+    **kwargs: other `DatasetInfo` arguments (description, features, ...).
+
+  Returns:
+    The DatasetInfo.
+  """
+  return tfds.core.DatasetInfo(builder=builder, disable_shuffling=in_key_order,
+                               metadata=tfds.core.MetadataDict(), **kwargs)
+
+
+def record_caption_ids(info: tfds.core.DatasetInfo, split: str,
+                       examples: Iterable[tuple[int, Example]]
+                       ) -> Iterator[tuple[int, Example]]:
+  """Yields `examples`, writing `info.metadata["caption_ids"][split]`.
+
+  Args:
+    info: a `dataset_info(..., in_key_order=True)`.
+    split: the split being written.
+    examples: `(key, example)` in the training schema, keys increasing (the
+      storage order).
+
+  Yields:
+    The same pairs.
+
+  Raises:
+    ValueError: the keys do not increase (a builder bug: positions would not
+      match the stored order).
+  """
+  ids, last = [], None
+  for key, example in examples:
+    if last is not None and key <= last:
+      raise ValueError(f"{split}: key {key} after {last}; keys must increase")
+    last = key
+    ids.append([int(c["caption_id"]) for c in example["captions"]])
+    yield key, example
+  info.metadata.setdefault("caption_ids", {})[split] = ids
 
 
 def benchmark_features(
@@ -264,24 +341,13 @@ class ManualDataBuilder(ArrayRecordBuilder, skip_registration=True):
     self._skip_bad_examples = skip_bad_examples
     super().__init__(**kwargs)
 
-  def _dataset_info(
-      self, description: str, features: tfds.features.FeaturesDict, **kwargs
-  ) -> tfds.core.DatasetInfo:
-    """Returns the DatasetInfo, with metadata for the skip counts."""
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=description,
-        features=features,
-        metadata=tfds.core.MetadataDict(),
-        **kwargs,
-    )
-
   def _generate_examples(
       self,
       split: str,
       source: pathlib.Path,
       rows: Iterable[tuple[str, Any]],
       make_example: Callable[[Any], tuple[Key, Example]],
+      check_skipped: Callable[[list[tuple[Any, str]]], None] | None = None,
   ) -> Iterator[tuple[Key, Example]]:
     """Yields `make_example(row)` for each `(where, row)` of `rows`.
 
@@ -293,11 +359,14 @@ class ManualDataBuilder(ArrayRecordBuilder, skip_registration=True):
       source: the file the rows come from.
       rows: `(where, row)` pairs; `where` says where the row is in `source`.
       make_example: turns a row into `(key, example)`.
+      check_skipped: called after the last row with the skipped `(row,
+        reason)` pairs; raising a DataError there fails the build (TFDS then
+        keeps nothing), e.g. when a kept example refers to a skipped one.
 
     Yields:
       `(key, example)` pairs for TFDS.
     """
-    reasons = []
+    reasons, skipped_rows = [], []
     for where, row in rows:
       try:
         example = make_example(row)
@@ -307,8 +376,11 @@ class ManualDataBuilder(ArrayRecordBuilder, skip_registration=True):
           raise error from e
         logging.warning("Skipping a bad example: %s", error)
         reasons.append(str(error))
+        skipped_rows.append((row, str(error)))
         continue
       yield example
+    if check_skipped is not None:
+      check_skipped(skipped_rows)
     if reasons:
       logging.warning(
           "%s/%s: skipped %d bad examples.", self.name, split, len(reasons)

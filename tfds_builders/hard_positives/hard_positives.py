@@ -76,7 +76,8 @@ class HardPositives(common.ManualDataBuilder):
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self._dataset_info(
+    return common.dataset_info(
+        self,
         description=__doc__,
         features=common.benchmark_features(),
         homepage="https://github.com/amitakamath/hard_positives",

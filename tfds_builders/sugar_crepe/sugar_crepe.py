@@ -46,7 +46,8 @@ class SugarCrepe(common.ManualDataBuilder):
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self._dataset_info(
+    return common.dataset_info(
+        self,
         description=__doc__,
         features=tfds.features.FeaturesDict(
             {

@@ -3,8 +3,8 @@
 TFDS gives one schema per dataset, so the world is two datasets with the same
 configs (`default`, `tiny`):
   * `synthetic_shapes`, splits `pretrain` and `train`, in the training schema
-    of `coco_hard_pos_neg` (a caption with its hard negatives and hard
-    positives; `pretrain` leaves both empty);
+    of `coco_hard_pos_neg` (one example per scene, with its captions and
+    their hard negatives and hard positives; `pretrain` leaves both empty);
   * `synthetic_shapes_benchmark`, splits `test_replace_att`,
     `test_replace_rel` and `test_swap`, in the schema of `hard_positives` (one
     hard negative and one hard positive per item).
@@ -31,7 +31,7 @@ class SyntheticShapesConfig(tfds.core.BuilderConfig):
 
   Attributes:
     image_size: side of the square images in pixels.
-    captions_per_scene: examples (captions or benchmark items) per image.
+    captions_per_scene: captions (training) or benchmark items per image.
     num_scenes: images per split.
   """
 
@@ -55,12 +55,14 @@ def _configs(default: Mapping[str, int],
 class _SyntheticBuilder(common.ArrayRecordBuilder, skip_registration=True):
   """Writes the splits in `SPLITS`, as array_record unless told otherwise."""
 
-  VERSION = tfds.core.Version("2.0.0")
+  VERSION = tfds.core.Version("3.0.0")
   RELEASE_NOTES = {
       "1.0.0": "First release.",
       "2.0.0": "Training captions follow the wording conventions (canonical "
                "words, left-to-right lists); benchmark hard positives break "
                "them; 16,000 pretraining scenes.",
+      "3.0.0": "Training splits store one example per scene with all its "
+               "captions (the texts are unchanged).",
   }
   SPLITS: tuple[str, ...] = ()
 
@@ -72,23 +74,24 @@ class _SyntheticBuilder(common.ArrayRecordBuilder, skip_registration=True):
                        f"for splits {sorted(missing)}")
     return {split: self._generate_examples(split) for split in self.SPLITS}
 
-  def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
+  def _scenes(self, split: str) -> Iterator[tuple[int, dict, list[dict]]]:
+    """(scene index, image features, texts of each caption) per scene."""
     config = self.builder_config
     for scene_index in range(config.num_scenes[split]):
       rng = world.scene_rng(split, scene_index)
       scene = world.sample_scene(rng)
       image = {"image": world.encode_png(world.draw(scene, config.image_size)),
                "image_id": world.scene_image_id(split, scene_index)}
-      for j in range(config.captions_per_scene):
-        # Captions come from the scene's generator after the scene, so one
-        # scene's examples never depend on another's.
-        key = scene_index * config.captions_per_scene + j
-        yield key, {**image, **self._texts(split, scene, rng, key)}
+      # Captions come from the scene's generator after the scene, so one
+      # scene's examples never depend on another's.
+      texts = [self._texts(split, scene, rng)
+               for _ in range(config.captions_per_scene)]
+      yield scene_index, image, texts
 
   @abc.abstractmethod
-  def _texts(self, split: str, scene: world.Scene, rng: np.random.Generator,
-             key: int) -> dict[str, Any]:
-    """The text features and id of example `key` of a scene."""
+  def _texts(self, split: str, scene: world.Scene,
+             rng: np.random.Generator) -> dict[str, Any]:
+    """The text features of one caption (or benchmark item) of a scene."""
 
 
 class SyntheticShapes(_SyntheticBuilder):
@@ -100,12 +103,22 @@ class SyntheticShapes(_SyntheticBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     # PNG keeps pixels exact, so tests can check them.
-    return tfds.core.DatasetInfo(builder=self, description=__doc__,
-                                 features=common.training_features("png"))
+    return common.dataset_info(self, in_key_order=True, description=__doc__,
+                               features=common.training_features("png"))
 
-  def _texts(self, split, scene, rng, key) -> dict[str, Any]:
-    texts = world.train_example(scene, rng, with_hard=split == "train")
-    return {**texts, "caption_id": key}
+  def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
+    per_scene = self.builder_config.captions_per_scene
+
+    def examples():
+      for scene_index, image, texts in self._scenes(split):
+        captions = [{**t, "caption_id": scene_index * per_scene + j,
+                     "neg_images": []} for j, t in enumerate(texts)]
+        yield scene_index, {**image, "captions": captions}
+
+    return common.record_caption_ids(self.info, split, examples())
+
+  def _texts(self, split, scene, rng) -> dict[str, Any]:
+    return world.train_example(scene, rng, with_hard=split == "train")
 
 
 class SyntheticShapesBenchmark(_SyntheticBuilder):
@@ -119,5 +132,12 @@ class SyntheticShapesBenchmark(_SyntheticBuilder):
     return tfds.core.DatasetInfo(builder=self, description=__doc__,
                                  features=common.benchmark_features("png"))
 
-  def _texts(self, split, scene, rng, key) -> dict[str, Any]:
-    return {**world.benchmark_item(split, scene, rng), "index": key}
+  def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
+    per_scene = self.builder_config.captions_per_scene
+    for scene_index, image, items in self._scenes(split):
+      for j, item in enumerate(items):
+        key = scene_index * per_scene + j
+        yield key, {**image, **item, "index": key}
+
+  def _texts(self, split, scene, rng) -> dict[str, Any]:
+    return world.benchmark_item(split, scene, rng)
