@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import records
 import tfds_builders
 from tfds_builders import common
 from tfds_builders.coco_hard_pos_neg import coco_hard_pos_neg
@@ -412,31 +413,115 @@ def write_coco(manual_dir, annotations=COCO_ANNOTATIONS):
     )
 
 
+def captions_of(example):
+  """A stored example's captions as plain dicts of their own features."""
+  return [
+      {k: (int(v) if k == "caption_id" else
+           [int(r) for r in v] if k == "neg_images" else
+           as_text(v) if k == "caption" else [as_text(t) for t in v])
+       for k, v in row.items() if k in records.CAPTION_KEYS}
+      for row in records.caption_rows([example])
+  ]
+
+
 def test_coco(tmp_path):
   manual_dir = tmp_path / "manual"
   write_coco(manual_dir)
   builder = build("coco_hard_pos_neg", "coco", manual_dir, tmp_path)
   assert list(builder.info.splits) == ["train"]
-  examples = {e["caption_id"]: e for e in read_split(builder, "train")}
-  assert sorted(examples) == sorted(a[0] for a in COCO_ANNOTATIONS)
-  for cid, iid, caption, hns, swap_hp, replace_hp in COCO_ANNOTATIONS:
-    example = examples[cid]
-    assert as_text(example["caption"]) == caption
-    assert as_text(example["image_id"]) == str(iid)
-    assert [as_text(t) for t in example["hard_negatives"]] == hns
+  examples = read_split(builder, "train")
+  # One example per image, in the order of `images`, captions in file order.
+  assert [as_text(e["image_id"]) for e in examples] == ["9", "25", "30"]
+  assert builder.info.metadata["caption_ids"]["train"] == [[48, 67], [126], [7]]
+  captions = {c["caption_id"]: c for e in examples for c in captions_of(e)}
+  for cid, _, caption, hns, swap_hp, replace_hp in COCO_ANNOTATIONS:
     expected = [
         (hp, kind)
         for hp, kind in ((swap_hp, "swap"), (replace_hp, "replace"))
         if hp != "None"
     ]
-    assert [as_text(t) for t in example["hard_positives"]] == [
-        hp for hp, _ in expected
-    ]
-    assert [as_text(t) for t in example["hard_positive_kinds"]] == [
-        kind for _, kind in expected
-    ]
+    assert captions[cid] == {
+        "caption": caption,
+        "caption_id": cid,
+        "hard_negatives": hns,
+        "hard_positives": [hp for hp, _ in expected],
+        "hard_positive_kinds": [kind for _, kind in expected],
+        "neg_images": [],
+    }
   np.testing.assert_allclose(
-      examples[126]["image"].astype(float).mean(axis=(0, 1)), GREEN, atol=6
+      examples[1]["image"].astype(float).mean(axis=(0, 1)), GREEN, atol=6
+  )
+  # Images smaller than the config's side are stored byte for byte.
+  source = builder.as_data_source(
+      "train", decoders={"image": tfds.decode.SkipDecoding()})
+  assert source[0]["image"] == (
+      manual_dir / "train2017" / "000000000009.jpg").read_bytes()
+
+
+def test_coco_n_images_of_five_captions(tmp_path):
+  n = 4
+  annotations = [
+      (100 * i + j, i, f"caption {j} of image {i}", [f"hn {i}.{j}"], "None",
+       "None")
+      for i in range(n) for j in range(5)
+  ]
+  manual_dir = tmp_path / "manual"
+  write_json(
+      manual_dir / coco_hard_pos_neg.CAPTIONS_FILE,
+      {
+          "images": [{"id": i, "file_name": f"{i}.jpg"} for i in range(n)],
+          "annotations": [
+              {"id": c, "image_id": i, "caption": t}
+              for c, i, t, *_ in annotations
+          ],
+      },
+  )
+  for i in range(n):
+    write_image(manual_dir / "train2017" / f"{i}.jpg", (10 * i, 0, 0))
+  write_lines(manual_dir / coco_hard_pos_neg.HARD_NEGATIVE_FILE,
+              [a[3] for a in annotations])
+  for kind in ("swap", "replace"):
+    write_lines(manual_dir / coco_hard_pos_neg.HARD_POSITIVE_FILES[kind],
+                ["None"] * len(annotations))
+  builder = build("coco_hard_pos_neg", "coco", manual_dir, tmp_path)
+  examples = read_split(builder, "train")
+  assert len(examples) == n
+  captions = [c for e in examples for c in captions_of(e)]
+  assert len(captions) == 5 * n
+  assert [(c["caption_id"], c["caption"], c["hard_negatives"])
+          for c in captions] == [(a[0], a[2], a[3]) for a in annotations]
+
+
+@pytest.mark.parametrize("config, size", [("coco", (384, 256)),
+                                          ("coco_384", (576, 384)),
+                                          ("coco_original", (600, 400))])
+def test_coco_resizes_at_build_time(tmp_path, config, size):
+  manual_dir = tmp_path / "manual"
+  write_coco(manual_dir)
+  big = write_image(manual_dir / "train2017" / "000000000025.jpg", GREEN,
+                    size=(600, 400))
+  builder = build("coco_hard_pos_neg", config, manual_dir, tmp_path)
+  source = builder.as_data_source(
+      "train", decoders={"image": tfds.decode.SkipDecoding()})
+  data = source[1]["image"]
+  with Image.open(io.BytesIO(data)) as image:
+    assert (image.format, image.size) == ("JPEG", size)
+    np.testing.assert_allclose(
+        np.asarray(image, float).mean(axis=(0, 1)), GREEN, atol=6)
+  if config == "coco_original":
+    assert data == big.read_bytes()
+
+
+def test_coco_image_without_captions(tmp_path):
+  manual_dir = tmp_path / "manual"
+  write_coco(manual_dir, COCO_ANNOTATIONS[:3])
+  assert_build_fails(
+      "coco_hard_pos_neg",
+      "coco",
+      manual_dir,
+      tmp_path,
+      "captions_train2017.json, images[2] (id 30)",
+      "has no caption",
   )
 
 
@@ -467,6 +552,7 @@ NEGCLIP_ROWS = (
     f'2\t"A sign that says ""Stop""\nhere."\t{_VAL}000000184613.jpg'
     "\t[]\t[0, 1]\n"
 )
+NEGCLIP_NEG_IMAGES = [[2, 1], [0, 2], [0, 1]]
 NEGCLIP_EXPECTED = [
     (
         "A child holding an umbrella.",
@@ -491,17 +577,47 @@ def test_negclip(tmp_path):
   builder = build("coco_hard_pos_neg", "negclip", manual_dir, tmp_path)
   # Only the TSVs that are present become splits.
   assert list(builder.info.splits) == ["validation"]
-  examples = {e["caption_id"]: e for e in read_split(builder, "validation")}
-  assert sorted(examples) == [0, 1, 2]
+  examples = read_split(builder, "validation")
+  # Rows 0 and 2 show one image: one example, its captions in row order.
+  assert [as_text(e["image_id"]) for e in examples] == [
+      f"{_VAL}000000184613.jpg", f"{_VAL}000000551952.jpg"]
+  assert builder.info.metadata["caption_ids"]["validation"] == [[0, 2], [1]]
+  captions = {c["caption_id"]: c for e in examples for c in captions_of(e)}
   for row, (title, negatives) in enumerate(NEGCLIP_EXPECTED):
-    example = examples[row]
-    assert as_text(example["caption"]) == title
-    assert [as_text(t) for t in example["hard_negatives"]] == negatives
-    assert len(example["hard_positives"]) == 0
-    assert len(example["hard_positive_kinds"]) == 0
-  assert as_text(examples[1]["image_id"]) == (
-      "coco/val2014/COCO_val2014_000000551952.jpg"
+    assert captions[row] == {
+        "caption": title,
+        "caption_id": row,
+        "hard_negatives": negatives,
+        "hard_positives": [],
+        "hard_positive_kinds": [],
+        "neg_images": NEGCLIP_NEG_IMAGES[row],
+    }
+
+
+def test_negclip_neg_image_out_of_range(tmp_path):
+  manual_dir = tmp_path / "manual"
+  write_negclip(manual_dir, rows=NEGCLIP_ROWS.replace("[0, 2]", "[0, 3]"))
+  assert_build_fails(
+      "coco_hard_pos_neg",
+      "negclip",
+      manual_dir,
+      tmp_path,
+      "valid_neg_clip.tsv, row 1 (line 3)",
+      "neg_image 3 is out of range",
   )
+
+
+def test_negclip_neg_image_of_a_skipped_row(tmp_path):
+  manual_dir = tmp_path / "manual"
+  write_negclip(manual_dir)
+  (manual_dir / f"{_VAL}000000551952.jpg").write_bytes(b"")
+  with pytest.raises(common.DataError) as info:
+    build("coco_hard_pos_neg", "negclip", manual_dir, tmp_path,
+          skip_bad_examples=True)
+  for needle in ("row 0 (line 2)", "neg_image 1 points at a skipped row",
+                 "0 bytes"):
+    assert needle in str(info.value)
+  assert not make_builder("coco_hard_pos_neg", "negclip", tmp_path).is_prepared()
 
 
 def test_negclip_both_splits(tmp_path):
@@ -514,7 +630,7 @@ def test_negclip_both_splits(tmp_path):
   )
   builder = build("coco_hard_pos_neg", "negclip", manual_dir, tmp_path)
   assert sorted(builder.info.splits) == ["train", "validation"]
-  assert builder.info.splits["train"].num_examples == 3
+  assert builder.info.splits["train"].num_examples == 2  # images
 
 
 def test_negclip_no_tsv(tmp_path):
@@ -567,22 +683,29 @@ def test_negclip_real_tsv(tmp_path):
     assert len(values) == len(header)
     negatives = coco_hard_pos_neg.parse_negclip_list(values[3])
     assert negatives and all(isinstance(n, str) for n in negatives)
-  # Build a few rows, some with quotes, with stand-in images.
+  # Every neg_image names rows of the file: NegCLIP's 3 neighbours.
+  tsv = coco_hard_pos_neg._read_negclip(REAL_NEGCLIP_TSV)
+  assert all(len(coco_hard_pos_neg._neg_images(tsv, r)) == 3
+             for r in range(len(rows)))
+  # Build a few rows, some with quotes, with stand-in images; their
+  # neg_image cells name rows of the full file, so they point at row 0 here.
   lines = REAL_NEGCLIP_TSV.read_text().splitlines(keepends=True)
   picks = [0, 48, 776]
   manual_dir = tmp_path / "manual"
   manual_dir.mkdir()
   (manual_dir / "valid_neg_clip.tsv").write_text(
-      lines[0] + "".join(lines[1 + i] for i in picks)
+      lines[0] + "".join(lines[1 + i].rsplit("\t", 1)[0] + "\t[0]\n"
+                         for i in picks)
   )
   for i in picks:
     write_image(manual_dir / rows[i][1][2])
   builder = build("coco_hard_pos_neg", "negclip", manual_dir, tmp_path)
-  examples = {e["caption_id"]: e for e in read_split(builder, "validation")}
+  captions = {c["caption_id"]: c for e in read_split(builder, "validation")
+              for c in captions_of(e)}
   for position, i in enumerate(picks):
     values = rows[i][1]
-    assert as_text(examples[position]["caption"]) == values[1]
-    assert [as_text(t) for t in examples[position]["hard_negatives"]] == (
+    assert captions[position]["caption"] == values[1]
+    assert captions[position]["hard_negatives"] == (
         coco_hard_pos_neg.parse_negclip_list(values[3])
     )
 
@@ -790,33 +913,34 @@ def test_coco_bad_hard_negative_line(tmp_path, line, needles):
       "coco",
       manual_dir,
       tmp_path,
-      "captions_train2017.json, annotations[1]",
+      "captions_train2017.json, images[0] (id 9): annotations[1]",
       hn_file,
       *needles,
   )
 
 
 @pytest.mark.parametrize(
-    "annotations, needles",
+    "bad, needles",
     [
         (
-            [(126, 25, "", [], "None", "None")],
-            ["annotations[0]", "caption is empty"],
+            (126, 25, "", [], "None", "None"),
+            ["images[1] (id 25): annotations[4]", "caption is empty"],
         ),
         (
-            [(1, 99, "a cat", [], "None", "None")],
-            ["annotations[0]", "image_id 99 is not in 'images'"],
+            (1, 99, "a cat", [], "None", "None"),
+            ["annotations[4]", "image_id 99 is not in 'images'"],
         ),
         (
-            [(1, 9, "a cat", [], None, "None")],
-            ["annotations[0]", "swap_hp.jsonl, line 1 is None, not a string"],
+            (1, 9, "a cat", [], None, "None"),
+            ["images[0] (id 9): annotations[4]",
+             "swap_hp.jsonl, line 5 is None, not a string"],
         ),
     ],
     ids=["empty_caption", "unknown_image", "null_hard_positive"],
 )
-def test_coco_bad_annotation(tmp_path, annotations, needles):
+def test_coco_bad_annotation(tmp_path, bad, needles):
   manual_dir = tmp_path / "manual"
-  write_coco(manual_dir, annotations)
+  write_coco(manual_dir, COCO_ANNOTATIONS + [bad])
   assert_build_fails(
       "coco_hard_pos_neg",
       "coco",
@@ -856,8 +980,8 @@ def test_negclip_bad_row(tmp_path):
       "negclip",
       manual_dir,
       tmp_path,
-      "valid_neg_clip.tsv, row 3 (line 6)",
-      "not a Python list literal",
+      "valid_neg_clip.tsv, rows [0, 2, 3]",
+      "row 3 (line 6): neg_caption is not a Python list literal",
   )
 
 

@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from hardpos_jax import caption_rules
 from hardpos_jax import generate
+import records
 import tfds_builders  # pylint: disable=unused-import  # Registers builders.
 from tfds_builders.coco_hard_pos_neg import coco_hard_pos_neg
 
@@ -257,9 +258,8 @@ def test_builder_reads_generated_files(tmp_path):
                          data_dir=tmp_path / "tfds")
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  source = builder.as_data_source(split="train")
-  examples = {int(source[i]["caption_id"]): source[i]
-              for i in range(len(source))}
+  examples = {int(r["caption_id"]): r for r in records.caption_rows(
+      builder.as_data_source(split="train"))}
   assert sorted(examples) == [10, 11, 12]
   for i, (positive, negative) in enumerate(
       zip(expected.hard_positives, expected.hard_negatives)):

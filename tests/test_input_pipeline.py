@@ -20,6 +20,7 @@ from hardpos_jax.data import neighbours_file
 from hardpos_jax.data import preprocess
 from hardpos_jax.data import sampling
 from hardpos_jax.tokenizer import Tokenizer
+import records
 from tfds_builders import common
 
 tf.config.set_visible_devices([], "GPU")
@@ -74,17 +75,8 @@ def host_batches(config, tokenizer, rows, start_step=0, seed=0, steps=1,
 
 
 def records_by_caption_id(data_dir):
-  """caption id -> that caption's texts and its image's index and id."""
-  out = {}
-  for index, record in enumerate(source(data_dir)):
-    captions = record["captions"]
-    for j, caption_id in enumerate(captions["caption_id"]):
-      out[int(caption_id)] = {
-          "image_index": index, "image_id": text(record["image_id"]),
-          **{k: captions[k][j] for k in (
-              "caption", "hard_negatives", "hard_positives",
-              "hard_positive_kinds")}}
-  return out
+  return {int(r["caption_id"]): r
+          for r in records.caption_rows(source(data_dir))}
 
 
 def text(value):

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import records as records_lib
 import tfds_builders  # pylint: disable=unused-import
 from tfds_builders.synthetic_shapes import world
 
@@ -34,7 +35,9 @@ def data_dir(tmp_path_factory):
 
 
 def records(data_dir, name, split):
-  return list(tfds.builder(name, data_dir=str(data_dir)).as_data_source(split))
+  """The split's examples; training splits as one row per caption."""
+  rows = list(tfds.builder(name, data_dir=str(data_dir)).as_data_source(split))
+  return rows if name == BENCHMARK else records_lib.caption_rows(rows)
 
 
 def text(value):
@@ -133,6 +136,9 @@ def test_counts_and_ids(data_dir):
     for split in splits:
       rows = records(data_dir, name, split)
       assert len(rows) == config.num_scenes[split] * config.captions_per_scene
+      if name == TRAIN:  # One example per scene.
+        assert builder.info.splits[split].num_examples == (
+            config.num_scenes[split])
       key = "index" if name == BENCHMARK else "caption_id"
       assert sorted(int(r[key]) for r in rows) == list(range(len(rows)))
       images = {text(r["image_id"]) for r in rows}
