@@ -1,15 +1,24 @@
-r"""Training input pipeline throughput, in examples per second.
+r"""Training input pipeline throughput, in examples per second per core.
 
 Times `create_train_iterator` (read, choose HNs/HPs, tokenize, decode, random
 resized crop, normalise, assemble global arrays) on one host, for
-`synthetic_shapes` and for a COCO-format fixture built by
-`coco_hard_pos_neg` (COCO-sized 640x480 JPEGs, one HN and two HPs per
-caption). Datasets are built in --data_dir first (the COCO fixture once).
+`synthetic_shapes` and for one COCO-format fixture (COCO-sized 640x480
+JPEGs, 5 captions per image, one HN and two HPs per caption) built by each
+`coco_hard_pos_neg` image-size config:
+  coco_original  the source bytes: what every draw decoded in the old
+                 one-example-per-caption layout (1.0.0);
+  coco           shorter side 256 (the default);
+  coco_384       shorter side 384;
+  coco+fast      shorter side 256, resized without antialiasing.
+The process is pinned to --cores CPU cores, so "per core" is measured, not
+divided. Datasets are built in --data_dir first (once); their sizes on disk
+are printed.
 
   .venv/bin/python benchmarks/input_pipeline_speed.py --data_dir /tmp/bench
 """
 
 import json
+import os
 import pathlib
 import time
 
@@ -27,7 +36,14 @@ from hardpos_jax.tokenizer import Tokenizer
 from tfds_builders.coco_hard_pos_neg import coco_hard_pos_neg
 
 _DATASETS = flags.DEFINE_multi_string(
-    "dataset", ["synthetic", "coco"], "Which to time: synthetic, coco.")
+    "dataset", ["synthetic", "coco_original", "coco", "coco_384", "coco+fast"],
+    "Which to time: synthetic or a coco_hard_pos_neg image-size config; "
+    "+fast resizes without antialiasing (input.antialias=False).")
+_CORES = flags.DEFINE_integer("cores", 1, "CPU cores to pin the process to.")
+_STEP_IMAGES_PER_S = flags.DEFINE_float(
+    "step_images_per_s", 2700.0,
+    "Images/s the train step consumes, for the cores-needed column: about "
+    "one H200 at B/32 (benchmarks/results).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "/tmp/hardpos_bench",
                                 "TFDS data dir (and the COCO fixture).")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Global batch size.")
@@ -38,19 +54,28 @@ _COCO_IMAGES = flags.DEFINE_integer("coco_images", 300, "Fixture images.")
 _CAPTIONS_PER_IMAGE = 5  # as COCO
 
 
+def _photo_like(rng: np.random.Generator, height: int = 480,
+                width: int = 640) -> np.ndarray:
+  """uint8 [H, W, 3] 1/f^2.4 noise: natural-image statistics, so its JPEG is
+  about as large as a COCO photo's (~160 KB at 640x480)."""
+  fy, fx = np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :]
+  f = np.maximum(np.sqrt(fx**2 + fy**2), 1 / max(height, width))
+  channels = []
+  for _ in range(3):
+    spectrum = rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)
+    x = np.fft.irfft2(spectrum / f**1.2, s=(height, width))
+    channels.append((x - x.mean()) / x.std())
+  return np.clip(128 + 50 * np.stack(channels, -1), 0, 255).astype(np.uint8)
+
+
 def write_coco_fixture(manual_dir: pathlib.Path, num_images: int) -> None:
-  """COCO train2017 layout with smooth 640x480 JPEGs and short captions."""
+  """COCO train2017 layout with photo-like 640x480 JPEGs, 5 captions each."""
   rng = np.random.default_rng(0)
   (manual_dir / coco_hard_pos_neg.IMAGE_DIR).mkdir(parents=True, exist_ok=True)
-  y, x = np.mgrid[0:480, 0:640]
   images, annotations = [], []
   for image_id in range(num_images):
-    a, b, c = rng.uniform(0.005, 0.05, 3)
-    pixels = np.stack([np.sin(a * x + b * y), np.cos(b * x - c * y),
-                       np.sin(c * x * y / 640)], -1)
-    pixels = ((pixels + 1) * 127.5).astype(np.uint8)
     name = f"{image_id:012d}.jpg"
-    Image.fromarray(pixels).save(
+    Image.fromarray(_photo_like(rng)).save(
         manual_dir / coco_hard_pos_neg.IMAGE_DIR / name, quality=90)
     images.append({"id": image_id, "file_name": name})
     for k in range(_CAPTIONS_PER_IMAGE):
@@ -76,26 +101,33 @@ def prepare(name: str, data_dir: pathlib.Path) -> str:
   if name == "synthetic":
     dataset = "synthetic_shapes"
     tfds.builder(dataset, data_dir=str(data_dir)).download_and_prepare()
-  elif name == "coco":
-    dataset = "coco_hard_pos_neg/coco"
-    builder = tfds.builder(dataset, data_dir=str(data_dir))
-    if not builder.is_prepared():
-      manual_dir = data_dir / "coco_manual"
+    return dataset
+  dataset = f"coco_hard_pos_neg/{name}"
+  builder = tfds.builder(dataset, data_dir=str(data_dir))
+  if not builder.is_prepared():
+    manual_dir = data_dir / "coco_manual"
+    if not manual_dir.exists():
       write_coco_fixture(manual_dir, _COCO_IMAGES.value)
-      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-          manual_dir=str(manual_dir)))
-  else:
-    raise ValueError(f"Unknown dataset {name!r}; choices: synthetic, coco")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(manual_dir)))
   return dataset
 
 
-def examples_per_second(dataset: str, data_dir: pathlib.Path) -> float:
+def stored_bytes(dataset: str, data_dir: pathlib.Path) -> int:
+  """Bytes of the built dataset's record files."""
+  folder = pathlib.Path(tfds.builder(dataset, data_dir=str(data_dir)).data_dir)
+  return sum(f.stat().st_size for f in folder.glob("*array_record*"))
+
+
+def examples_per_second(dataset: str, data_dir: pathlib.Path,
+                        antialias: bool) -> float:
   config = ml_collections.ConfigDict(dict(
       dataset=dataset, data_dir=str(data_dir), split="train",
       image_size=_IMAGE_SIZE.value, text_length=77, num_hard_negatives=1,
       num_hard_positives=2, hard_negative_fraction=1.0,
       hard_positive_kinds="both", crop_scale=(0.9, 1.0),
-      crop_ratio=(3 / 4, 4 / 3), prefetch=2))
+      crop_ratio=(3 / 4, 4 / 3), prefetch=2, epoch_unit="pairs",
+      hard_images=False, neighbours=None, antialias=antialias))
   mesh = jax.make_mesh((jax.device_count(),), ("data",))
   batches = input_pipeline.create_train_iterator(
       config, tokenizer=Tokenizer(), mesh=mesh,
@@ -110,14 +142,23 @@ def examples_per_second(dataset: str, data_dir: pathlib.Path) -> float:
 
 def main(argv):
   del argv
+  os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:_CORES.value]))
   tf.config.set_visible_devices([], "GPU")
   tfds.disable_progress_bar()
   data_dir = pathlib.Path(_DATA_DIR.value)
+  cores = len(os.sched_getaffinity(0))
+  print(f"batch {_BATCH.value}, S={_IMAGE_SIZE.value}, L=77, K=1, P=2, "
+        f"{cores} core(s); cores needed to feed "
+        f"{_STEP_IMAGES_PER_S.value:.0f} images/s")
+  print("| dataset | stored MB | examples/s | per core | cores needed |")
+  print("|---|---|---|---|---|")
   for name in _DATASETS.value:
-    rate = examples_per_second(prepare(name, data_dir), data_dir)
-    print(f"{name}: {rate:.0f} examples/s (batch {_BATCH.value}, "
-          f"S={_IMAGE_SIZE.value}, L=77, K=1, P=2, {jax.device_count()} "
-          "device(s))")
+    dataset = prepare(name.removesuffix("+fast"), data_dir)
+    rate = examples_per_second(dataset, data_dir,
+                               antialias=not name.endswith("+fast"))
+    print(f"| {name} | {stored_bytes(dataset, data_dir) / 1e6:.1f} | "
+          f"{rate:.0f} | {rate / cores:.0f} | "
+          f"{_STEP_IMAGES_PER_S.value / (rate / cores):.0f} |", flush=True)
 
 
 if __name__ == "__main__":

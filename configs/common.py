@@ -81,6 +81,9 @@ def base_config(
   config.input.neighbours = config_dict.placeholder(str)
   config.input.crop_scale = (0.9, 1.0)  # open_clip's random resized crop
   config.input.crop_ratio = (3 / 4, 4 / 3)
+  # PIL's antialiased bicubic; False is big_vision's faster resize (see
+  # docs/data.md, Speed).
+  config.input.antialias = True
   config.input.prefetch = 2  # host batches prepared ahead
 
   config.optim = ml_collections.ConfigDict()

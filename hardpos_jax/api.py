@@ -116,7 +116,7 @@ def _hf_vocab(path: str) -> str | None:
   return None
 
 
-def load(path: str, vocab: str | None = None, *,
+def load(path: str, vocab: str | None = None, *, step: int | None = None,
          quick_gelu: bool = True) -> Model:
   """Loads any supported checkpoint as a `Model`.
 
@@ -125,10 +125,13 @@ def load(path: str, vocab: str | None = None, *,
       `CLIPModel` directory, a `flax` export or a training workdir.
     vocab: BPE `.txt.gz` or a directory with vocab.json + merges.txt; default:
       the HF directory's own files, else `tokenizer.default_bpe_path()`.
+    step: a training workdir's step; default: its latest complete one.
     quick_gelu: activation for OpenAI-key files (see convert.config_from_openai).
   """
   if checkpoint.is_flax_checkpoint(path):
-    config, params = checkpoint.restore_params(path)
+    config, params = checkpoint.restore_params(path, step)
+  elif step is not None:
+    raise ValueError(f"{path} is not a training workdir: it has no steps")
   else:
     config, params = convert.read_pytorch(path, quick_gelu=quick_gelu)
   vocab = vocab or _hf_vocab(path)

@@ -31,7 +31,6 @@ import hardpos_jax
 from hardpos_jax import checkpoint
 from hardpos_jax import evals as evals_lib
 from hardpos_jax import sharding
-from hardpos_jax import tokenizer as tokenizer_lib
 
 # Re-exported for notebooks: `evaluate.format_table`, `evaluate.plot`.
 format_table = evals_lib.format_table
@@ -89,11 +88,7 @@ def run(*, model: str | None = None, workdir: str | None = None,
     evals_lib.get(name)  # Fails on a typo before loading the model.
   if workdir is not None:
     step = checkpoint.workdir_step(workdir, step)
-    config, params = checkpoint.restore_params(workdir, step)
-    loaded = hardpos_jax.Model(
-        config=config, params=params,
-        tokenizer=tokenizer_lib.Tokenizer.from_path(tokenizer)
-        if tokenizer else tokenizer_lib.Tokenizer())
+    loaded = hardpos_jax.load(workdir, tokenizer, step=step)
     out = out or os.path.join(workdir, "eval", str(step))
   elif step is not None or out is None:
     raise ValueError("--model needs --out and takes no --step")

@@ -17,6 +17,13 @@ number of counted rows (0 when none count, never NaN). Rows with several
 targets (an image with a caption and HPs) share one set of competitors, so no
 logits are built per target.
 
+NegCLIP's hard-negative images need no term of their own: NegCLIP's train.py
+(vinid/neg_clip) concatenates images [I; I_nn] and texts [T; T_nn; T-;
+T-_nn], then takes image->text cross-entropy over all 4B texts and
+text->image over the first 2B, which is this loss over a batch of 2B rows
+(each pair and its neighbour, `input.hard_images`) with one HN per row; it
+composes with the HP modes and the HN fraction like any other rows.
+
 `clip_loss` is the single-device reference; `sharded_clip_loss` runs inside
 `jax.shard_map` and returns the same value and gradients for the gathered
 global batch; `make_sharded_loss` wraps it for use under `jax.jit`.

@@ -11,11 +11,11 @@ the split with the model's image tower (OpenAI's eval transform) and writes
 each example's k nearest by cosine similarity as a neighbours file (format:
 `hardpos_jax.data.neighbours_file`), for `config.input.neighbours`.
 
-Examples are grouped into images by `image_id`: a split may hold one example
-per caption (`coco_hard_pos_neg/coco` has five per image), and the nearest
-"image" must never be another caption of the same one. Each image is encoded
-once; an example's neighbours are its image's k nearest other images, each
-named by the first example (lowest index) that shows it.
+The training datasets hold one example per image. Any other split (a
+benchmark's items) is grouped into images by `image_id`, so the nearest
+"image" is never another example of the same one: each image is encoded
+once, and an example's neighbours are its image's k nearest other images,
+each named by the first example (lowest index) that shows it.
 
 `--model` is anything `hardpos_jax.load` reads; `--workdir` uses a training
 workdir's checkpoint at `--step`, by default the latest. On several hosts,
@@ -45,9 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 import hardpos_jax
-from hardpos_jax import checkpoint
 from hardpos_jax import sharding
-from hardpos_jax import tokenizer as tokenizer_lib
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.data import neighbours_file
 from hardpos_jax.evals import scoring
@@ -249,18 +247,10 @@ def run(*, out: str, dataset: str, model: str | None = None,
   """
   if (model is None) == (workdir is None):
     raise ValueError("Give exactly one of --model and --workdir")
-  if workdir is not None:
-    step = checkpoint.workdir_step(workdir, step)
-    config, params = checkpoint.restore_params(workdir, step)
-    loaded = hardpos_jax.Model(
-        config=config, params=params,
-        tokenizer=tokenizer_lib.Tokenizer.from_path(tokenizer)
-        if tokenizer else tokenizer_lib.Tokenizer())
-  elif step is not None:
+  if model is not None and step is not None:
     raise ValueError("--model takes no --step")
-  else:
-    loaded = hardpos_jax.load(model, tokenizer)
-  found = compute(loaded, dataset, split, data_dir, k, batch_size)
+  found = compute(hardpos_jax.load(model or workdir, tokenizer, step=step),
+                  dataset, split, data_dir, k, batch_size)
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     neighbours_file.save(out, **found.save_kwargs())

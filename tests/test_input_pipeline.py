@@ -56,7 +56,7 @@ def make_config(data_dir, **overrides):
       num_hard_positives=3, hard_negative_fraction=1.0,
       hard_positive_kinds="both", crop_scale=(0.9, 1.0),
       crop_ratio=(3 / 4, 4 / 3), prefetch=2, epoch_unit="pairs",
-      hard_images=False, neighbours=None))
+      hard_images=False, neighbours=None, antialias=True))
   config.update(overrides)
   return config
 

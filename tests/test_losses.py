@@ -349,3 +349,52 @@ def test_gradient_taken_inside_shard_map():
       embeddings)
   for name in EMBEDDINGS:
     np.testing.assert_allclose(got[name], want[name], err_msg=name, **TOL)
+
+
+# --- NegCLIP with hard-negative images --------------------------------------
+
+
+def negclip_reference(img, img_nn, txt, txt_nn, neg, neg_nn, scale):
+  """NegCLIP's train.py + ClipLoss (vinid/neg_clip), in float64.
+
+  images = [I; I_nn] (2B), texts = [T; T_nn; T-; T-_nn] (4B); image->text
+  cross-entropy over all 4B columns, text->image over the first 2B rows.
+  """
+  images = np.concatenate([img, img_nn]).astype(np.float64)
+  texts = np.concatenate([txt, txt_nn, neg, neg_nn]).astype(np.float64)
+  n = len(images)
+
+  def ce(logits):
+    top = logits.max(axis=1, keepdims=True)
+    logz = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+    return np.mean(logz - logits[np.arange(n), np.arange(n)])
+
+  per_image = scale * images @ texts.T
+  per_text = scale * texts[:n] @ images.T
+  return (ce(per_image) + ce(per_text)) / 2
+
+
+def test_hard_images_are_negclips_loss():
+  rng = np.random.default_rng(21)
+  b, d = 8, 6
+  img, img_nn, txt, txt_nn, neg, neg_nn = (
+      _unit(rng.normal(size=(b, d))).astype(np.float32) for _ in range(6))
+  want = negclip_reference(img, img_nn, txt, txt_nn, neg, neg_nn, SCALE)
+
+  def rows(own, partner):  # the pipeline's order: each pair's partner next
+    return np.stack([own, partner], axis=1).reshape(2 * b, *own.shape[1:])
+
+  z = dict(zimg=rows(img, img_nn), ztxt=rows(txt, txt_nn),
+           zneg=rows(neg, neg_nn)[:, None])
+  loss, _ = clip_loss(**z, logit_scale=SCALE)
+  np.testing.assert_allclose(loss, want, **TOL)
+  # The same on 8 devices (2 rows each), gradients included.
+  sharded = losses.make_sharded_loss(Mesh(jax.devices(), ("data",)))
+  grad = jax.value_and_grad(lambda f, z: f(**z, logit_scale=SCALE)[0],
+                            argnums=1)
+  got_loss, got = jax.jit(grad, static_argnums=0)(sharded, z)
+  want_loss, want_grads = grad(clip_loss, z)
+  np.testing.assert_allclose(got_loss, want, **TOL)
+  for name in z:
+    np.testing.assert_allclose(got[name], want_grads[name], err_msg=name,
+                               **TOL)

@@ -168,3 +168,46 @@ def test_mistyped_config_key_fails_clearly(data_dir, tmp_path):
   assert result.returncode != 0
   assert "lrr" in result.stderr
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_negclip_recipe_trains_with_hard_images(tmp_path):
+  """configs/negclip.py:demo,tiny on a tiny NegCLIP TSV with neg_image."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  from configs import negclip  # pylint: disable=g-import-not-at-top
+
+  manual_dir = tmp_path / "manual"
+  rows, neg_image = [], {}
+  for i in range(8):
+    path = f"coco/train2014/COCO_train2014_{i:012d}.jpg"
+    (manual_dir / path).parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 30), (30 * i, 200 - 20 * i, 90)).save(
+        manual_dir / path)
+    for j in range(2):  # Rows 2i, 2i + 1; neighbours: the next image's rows.
+      row = len(rows)
+      neg_image[row] = [(2 * i + 2) % 16, (2 * i + 3) % 16]
+      rows.append(f"{row}\tshape {i} caption {j}\t{path}"
+                  f"\t['shape {i} not caption {j}']\t{neg_image[row]}\n")
+  (manual_dir / "train_neg_clip.tsv").write_text(
+      "\ttitle\tfilepath\tneg_caption\tneg_image\n" + "".join(rows))
+  data_dir = str(tmp_path / "tfds")
+  tfds.builder("coco_hard_pos_neg/negclip", data_dir=data_dir
+               ).download_and_prepare(download_config=tfds.download
+                                      .DownloadConfig(manual_dir=manual_dir))
+
+  config = negclip.get_config("demo,tiny")
+  config.input.data_dir = data_dir
+  config.update(total_steps=4, evals="", log_batch_ids=True)
+  workdir = str(tmp_path / "work")
+  state = train.train_and_evaluate(config, workdir)
+  assert int(state.step) == 4
+  with open(os.path.join(workdir, train.BATCH_IDS_FILE)) as f:
+    steps = [json.loads(line)["caption_ids"] for line in f]
+  assert [len(ids) for ids in steps] == [16] * 4  # 8 rows and their partners
+  for ids in steps:
+    for own, partner in zip(ids[::2], ids[1::2]):
+      assert partner in neg_image[own]
+  # An epoch is every row once: 16 rows, 2 steps of 8.
+  assert sorted(steps[0][::2] + steps[1][::2]) == list(range(16))
+  assert all(np.isfinite(m["loss"]) for m in read_metrics(workdir))

@@ -28,6 +28,7 @@ Input config keys (`config.x`):
   neighbours: a neighbours file for `hard_images`; None: the dataset's
     `neg_images`.
   crop_scale, crop_ratio: random resized crop's area and aspect ranges.
+  antialias: resize the crop as PIL does (True) or as big_vision (False).
   prefetch: host batches tf.data prepares ahead.
 """
 
@@ -245,7 +246,7 @@ def train_image_op(config: ml_collections.ConfigDict) -> preprocess.Op:
   ops = preprocess.compose([
       preprocess.decode(),
       preprocess.random_resized_crop(config.image_size, config.crop_scale,
-                                     config.crop_ratio),
+                                     config.crop_ratio, config.antialias),
       preprocess.normalize(),
   ])
   return lambda data: {k: v for k, v in ops(data).items() if k != "seed"}
