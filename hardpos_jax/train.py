@@ -8,6 +8,7 @@ interrupted run would have seen next.
 """
 
 import json
+import logging as std_logging
 import math
 import os
 import signal
@@ -46,6 +47,13 @@ METRICS_FILE = "metrics.jsonl"
 CONSOLE_METRICS = ("loss", "i2t_acc", "t2i_acc", "logit_scale")
 # Each step's caption ids, when `config.log_batch_ids` is on.
 BATCH_IDS_FILE = "batch_ids.jsonl"
+# The full absl log (libraries' INFO included), under the workdir.
+LOG_DIR = "logs"
+# Source trees whose warnings a person at the console should see.
+_OWN_CODE = tuple(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                 name) + os.sep
+    for name in ("hardpos_jax", "tfds_builders", "configs"))
 
 
 def initial_params(config: ml_collections.ConfigDict) -> Any:
@@ -363,13 +371,47 @@ def initialize_distributed(coordinator_address: str | None = None,
                                process_id=0)
 
 
+def _console_worthy(record: std_logging.LogRecord) -> bool:
+  """Errors from anywhere; warnings from this project's own code."""
+  return record.levelno >= std_logging.ERROR or (
+      record.levelno >= std_logging.WARNING
+      and record.pathname.startswith(_OWN_CODE))
+
+
+def log_to_workdir(workdir: str) -> str:
+  """Sends the absl log to <workdir>/logs; the console keeps what matters.
+
+  orbax, TFDS and JAX log hundreds of INFO (and deprecation WARNING) lines
+  per run. They go to `train.INFO` in the returned directory with every
+  other record; stderr shows errors, this project's warnings, and stdout
+  the `say` lines, the step lines and the final tables. absl's
+  `--logtostderr` or `--alsologtostderr` keep everything on stderr.
+
+  Returns:
+    The log directory.
+  """
+  log_dir = os.path.join(workdir, LOG_DIR)
+  if flags.FLAGS.logtostderr or flags.FLAGS.alsologtostderr:
+    return log_dir
+  os.makedirs(log_dir, exist_ok=True)
+  logging.get_absl_handler().use_absl_log_file("train", log_dir)
+  console = std_logging.StreamHandler(sys.stderr)
+  console.setFormatter(logging.PythonFormatter())
+  console.addFilter(_console_worthy)
+  std_logging.getLogger().addHandler(console)
+  return log_dir
+
+
 def main(argv):
   del argv
   tf.config.set_visible_devices([], "GPU")
   tfds.disable_progress_bar()
+  log_dir = log_to_workdir(flags.FLAGS.workdir)
   initialize_distributed(flags.FLAGS.coordinator_address,
                          flags.FLAGS.num_processes, flags.FLAGS.process_id,
                          flags.FLAGS.heartbeat_timeout_seconds)
+  if jax.process_index() == 0:
+    print(f"Full log: {os.path.join(log_dir, 'train.INFO')}", flush=True)
   try:
     train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except preemption.Preempted as e:
