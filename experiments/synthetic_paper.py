@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from configs import coco, neg, pos, pos_neg  # pylint: disable=g-multiple-import
+from hardpos_jax import atomic
 from hardpos_jax import metrics
 from hardpos_jax import stats
 from hardpos_jax import train
@@ -315,9 +316,7 @@ verdict ("not lower" means the interval's lower end is above
     if BEGIN in old and END in old:
       text = (old[:old.index(BEGIN)] + block
               + old[old.index(END) + len(END):])
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
+  atomic.write_text(path, text)
 
 
 def main(argv):

@@ -9,7 +9,6 @@
 """
 
 import dataclasses
-import functools
 import os
 from typing import Any, Sequence
 

@@ -20,6 +20,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hardpos_jax import atomic
 from hardpos_jax import preemption
 
 MODEL_CONFIG = "model_config.json"
@@ -45,10 +46,8 @@ def save_params(path: str, config: dict, params: Any) -> None:
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(path, "params"), params)
     ckptr.wait_until_finished()
-  tmp = os.path.join(path, MODEL_CONFIG + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(config, f, indent=2)
-  os.replace(tmp, os.path.join(path, MODEL_CONFIG))
+  atomic.write_text(os.path.join(path, MODEL_CONFIG),
+                    json.dumps(config, indent=2))
 
 
 def workdir_step(workdir: str, step: int | None = None) -> int:

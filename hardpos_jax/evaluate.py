@@ -29,6 +29,7 @@ import tensorflow as tf
 
 import hardpos_jax
 from hardpos_jax import checkpoint
+from hardpos_jax import console
 from hardpos_jax import evals as evals_lib
 from hardpos_jax import sharding
 
@@ -109,8 +110,9 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   tf.config.set_visible_devices([], "GPU")
   f = flags.FLAGS
+  console.log_to(f.out or f.workdir or ".", "evaluate")
   if f.distributed:
-    jax.distributed.initialize()
+    sharding.initialize_distributed()
   try:
     run(model=f.model, workdir=f.workdir, step=f.step, evals=f.evals,
         data_dir=f.data_dir, manual_dir=f.manual_dir, out=f.out,
@@ -138,5 +140,5 @@ if __name__ == "__main__":
   flags.DEFINE_integer("batch_size", 256,
                        "Images or texts per encoder call, all devices.")
   flags.DEFINE_bool("distributed", False,
-                    "Call jax.distributed.initialize() (multi-host).")
+                    "Join the multi-host runtime (sharding.initialize_distributed).")
   app.run(main)

@@ -38,13 +38,13 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
 import hardpos_jax
+from hardpos_jax import console
 from hardpos_jax import sharding
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.data import neighbours_file
@@ -52,13 +52,8 @@ from hardpos_jax.evals import scoring
 
 # A stage says how far it is about this many times.
 _PROGRESS_LINES = 20
-
-
-def _say(message: str) -> None:
-  """A line for the person at the console (process 0), also in the log."""
-  if jax.process_index() == 0:
-    print(message, flush=True)
-  logging.info("%s", message)
+# Every host computes the same; one prints.
+_say = functools.partial(console.say, lead_only=True)
 
 
 class _Progress:
@@ -98,8 +93,7 @@ def _nearest_block_fn(mesh: jax.sharding.Mesh, k: int):
     own = rows[:, None] == jnp.arange(gallery.shape[0])[None, :]
     return jax.lax.top_k(jnp.where(own, -jnp.inf, s), k)
 
-  return jax.jit(nearest_block, out_shardings=jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec()))
+  return jax.jit(nearest_block, out_shardings=sharding.replicated(mesh))
 
 
 def nearest(encoders: scoring.Encoders, embeddings: np.ndarray,
@@ -127,10 +121,7 @@ def nearest(encoders: scoring.Encoders, embeddings: np.ndarray,
   count, width = embeddings.shape
   _check_k(k, count, "rows")
 
-  def put(x: np.ndarray, where: jax.sharding.Sharding) -> jax.Array:
-    # Every process holds all of x; each places only its own shards.
-    return jax.make_array_from_callback(x.shape, where, lambda i: x[i])
-
+  put = sharding.put
   fn = _nearest_block_fn(encoders.mesh, k)
   gallery = put(embeddings, encoders.replicated)
   batch = encoders.batch_size
@@ -264,8 +255,9 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   tf.config.set_visible_devices([], "GPU")
   f = flags.FLAGS
+  console.log_to(os.path.dirname(os.path.abspath(f.out)), "neighbours")
   if f.distributed:
-    jax.distributed.initialize()
+    sharding.initialize_distributed()
   try:
     run(out=f.out, dataset=f.dataset, model=f.model, workdir=f.workdir,
         step=f.step, split=f.split, data_dir=f.data_dir, k=f.k,
@@ -294,6 +286,6 @@ if __name__ == "__main__":
                       "model whose vocabulary is not the default; see "
                       "hardpos_jax.load's `vocab`.")
   flags.DEFINE_bool("distributed", False,
-                    "Call jax.distributed.initialize() (multi-host).")
+                    "Join the multi-host runtime (sharding.initialize_distributed).")
   flags.mark_flags_as_required(["dataset", "out"])
   app.run(main)

@@ -10,6 +10,7 @@
 """
 
 import collections
+import functools
 import io
 import os
 import pickle
@@ -18,6 +19,8 @@ import zipfile
 import ml_dtypes
 import numpy as np
 import safetensors.numpy
+
+from hardpos_jax import atomic
 
 # Storage classes a TorchScript archive names, and their element types.
 _STORAGE_DTYPES = {
@@ -186,19 +189,15 @@ def write_state_dict(state: dict[str, np.ndarray], path: str) -> None:
 
   Writes to a temporary name and renames, so a failure leaves nothing behind.
   """
-  tmp = path + ".tmp"
   state = {k: np.asarray(v, order="C") for k, v in state.items()}
-  try:
-    if path.endswith(".safetensors"):
-      safetensors.numpy.save_file(state, tmp)
-    elif path.endswith((".pt", ".pth", ".bin")):
-      import torch  # pylint: disable=g-import-not-at-top
+  if path.endswith(".safetensors"):
+    write = functools.partial(safetensors.numpy.save_file, state)
+  elif path.endswith((".pt", ".pth", ".bin")):
+    import torch  # pylint: disable=g-import-not-at-top
 
-      torch.save({k: torch.tensor(v) for k, v in state.items()}, tmp)
-    else:
-      raise ValueError(f"{path}: unknown weights format; use .safetensors, "
-                       ".pt, .pth or .bin")
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    write = functools.partial(
+        torch.save, {k: torch.tensor(v) for k, v in state.items()})
+  else:
+    raise ValueError(f"{path}: unknown weights format; use .safetensors, "
+                     ".pt, .pth or .bin")
+  atomic.write_atomically(path, write)

@@ -8,11 +8,9 @@ interrupted run would have seen next.
 """
 
 import json
-import logging as std_logging
 import math
 import os
 import signal
-import socket
 import sys
 import time
 from typing import Any
@@ -31,7 +29,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import hardpos_jax
+from hardpos_jax import atomic
 from hardpos_jax import checkpoint
+from hardpos_jax import console
 from hardpos_jax import evaluate
 from hardpos_jax import preemption
 from hardpos_jax import sharding
@@ -47,13 +47,6 @@ METRICS_FILE = "metrics.jsonl"
 CONSOLE_METRICS = ("loss", "i2t_acc", "t2i_acc", "logit_scale")
 # Each step's caption ids, when `config.log_batch_ids` is on.
 BATCH_IDS_FILE = "batch_ids.jsonl"
-# The full absl log (libraries' INFO included), under the workdir.
-LOG_DIR = "logs"
-# Source trees whose warnings a person at the console should see.
-_OWN_CODE = tuple(
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                 name) + os.sep
-    for name in ("hardpos_jax", "tfds_builders", "configs"))
 
 
 def initial_params(config: ml_collections.ConfigDict) -> Any:
@@ -120,15 +113,7 @@ def _truncate_rows(path: str, step: int) -> None:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
       raise ValueError(f"{path}, line {number}: not a row with a step "
                        f"({e}): {line!r:.200}") from e
-  with open(path + ".tmp", "w") as f:
-    f.writelines(rows)
-  os.replace(path + ".tmp", path)
-
-
-def say(message: str) -> None:
-  """A line for the person at the console, also in the absl log."""
-  print(message, flush=True)
-  logging.info("%s", message)
+  atomic.write_text(path, "".join(rows))
 
 
 def _step_line(step: int, total: int, row: dict, seconds: float) -> str:
@@ -260,7 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             "data order. Keep batch_size; the process count may change.")
     state = sharding.replicate(state, mesh)
     start = int(state.step)
-    say(f"Training steps {start}..{total_steps} in {workdir}")
+    console.say(f"Training steps {start}..{total_steps} in {workdir}")
     if lead:
       _truncate_rows(metrics_path, start)
       _truncate_rows(ids_path, start)
@@ -292,7 +277,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
     if (restored is not None and _eval_due(config, start, total_steps)
         and not _evaluated(config, os.path.join(workdir, "eval", str(start)))):
-      say(f"Evaluating step {start} first: its evaluation did not finish.")
+      console.say(f"Evaluating step {start} first: its evaluation did not "
+                  "finish.")
       evaluate_at(start)
     pending, tick, began = [], time.time(), time.time()
     for step in range(start, total_steps):
@@ -338,76 +324,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   return state
 
 
-def initialize_distributed(coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None,
-                           heartbeat_timeout_seconds: int = 100) -> None:
-  """Joins the multi-process runtime; alone, a 1-process one on localhost.
-
-  orbax's preemption (SIGTERM) saves need the distributed runtime even on a
-  single host. Given `num_processes`, all three arguments are passed to
-  `jax.distributed.initialize` (a hand-launched run, e.g. several processes
-  on one machine); otherwise the cluster (TPU pod, SLURM, ...) is detected.
-  Only "no cluster and no JAX_COORDINATOR_ADDRESS" falls back to one
-  process: a host whose cluster set-up failed must stop, not train alone
-  into the shared workdir. A process whose peer stops sending heartbeats for
-  `heartbeat_timeout_seconds` is terminated by the runtime (no hang).
-  """
-  if num_processes is not None:
-    jax.distributed.initialize(
-        coordinator_address, num_processes, process_id,
-        heartbeat_timeout_seconds=heartbeat_timeout_seconds)
-    return
-  try:
-    jax.distributed.initialize(
-        heartbeat_timeout_seconds=heartbeat_timeout_seconds)
-  except ValueError:
-    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-      raise
-    with socket.socket() as s:
-      s.bind(("localhost", 0))
-      port = s.getsockname()[1]
-    jax.distributed.initialize(f"localhost:{port}", num_processes=1,
-                               process_id=0)
-
-
-def _console_worthy(record: std_logging.LogRecord) -> bool:
-  """Errors from anywhere; warnings from this project's own code."""
-  return record.levelno >= std_logging.ERROR or (
-      record.levelno >= std_logging.WARNING
-      and record.pathname.startswith(_OWN_CODE))
-
-
-def log_to_workdir(workdir: str) -> str:
-  """Sends the absl log to <workdir>/logs; the console keeps what matters.
-
-  orbax, TFDS and JAX log hundreds of INFO (and deprecation WARNING) lines
-  per run. They go to `train.INFO` in the returned directory with every
-  other record; stderr shows errors, this project's warnings, and stdout
-  the `say` lines, the step lines and the final tables. absl's
-  `--logtostderr` or `--alsologtostderr` keep everything on stderr.
-
-  Returns:
-    The log directory.
-  """
-  log_dir = os.path.join(workdir, LOG_DIR)
-  if flags.FLAGS.logtostderr or flags.FLAGS.alsologtostderr:
-    return log_dir
-  os.makedirs(log_dir, exist_ok=True)
-  logging.get_absl_handler().use_absl_log_file("train", log_dir)
-  console = std_logging.StreamHandler(sys.stderr)
-  console.setFormatter(logging.PythonFormatter())
-  console.addFilter(_console_worthy)
-  std_logging.getLogger().addHandler(console)
-  return log_dir
-
-
 def main(argv):
   del argv
   tf.config.set_visible_devices([], "GPU")
   tfds.disable_progress_bar()
-  log_dir = log_to_workdir(flags.FLAGS.workdir)
-  initialize_distributed(flags.FLAGS.coordinator_address,
+  log_dir = console.log_to(flags.FLAGS.workdir, "train")
+  sharding.initialize_distributed(flags.FLAGS.coordinator_address,
                          flags.FLAGS.num_processes, flags.FLAGS.process_id,
                          flags.FLAGS.heartbeat_timeout_seconds)
   if jax.process_index() == 0:

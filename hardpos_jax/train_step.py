@@ -23,6 +23,7 @@ import ml_collections
 import optax
 
 from hardpos_jax import losses
+from hardpos_jax import sharding
 from hardpos_jax.models import clip
 
 
@@ -160,7 +161,7 @@ def make_train_step(config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh):
   """`train_step` jitted over `mesh`, donating the state's buffers."""
   loss_fn = losses.make_sharded_loss(
-      mesh, axis="data", hp_mode=config.loss.hp_mode, neg_w=config.loss.neg_w,
+      mesh, axis=sharding.BATCH_AXIS, hp_mode=config.loss.hp_mode, neg_w=config.loss.neg_w,
       hp_replace_q=config.loss.hp_replace_q)
   step = functools.partial(train_step, loss_fn=loss_fn,
                            max_logit_scale=config.loss.max_logit_scale)

@@ -8,7 +8,7 @@ Which (image, caption) pairs a step reads, and with what randomness, is
 `sampling`'s: a pure function of (seed, step), so `start_step=s` yields
 exactly the batch an uninterrupted run sees at step s, and there is no
 iterator state to checkpoint. Each process reads and preprocesses only its
-rows of each batch (`host_rows`), and decodes each image once per draw.
+rows of each batch (`sharding.host_rows`), and decodes each image once per draw.
 
 Hard-negative images (NegCLIP): with `input.hard_images`, each drawn pair
 brings its partner (`sampling.HardImages`) as the next row, so batches have
@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from hardpos_jax import sharding as sharding_lib
 from hardpos_jax.data import neighbours_file
 from hardpos_jax.data import preprocess
 from hardpos_jax.data import sampling
@@ -85,18 +86,6 @@ def data_source(dataset: str, split: str, data_dir: str | None) -> Any:
                      f"{sorted(builder.info.splits)}")
   return builder.as_data_source(
       split, decoders={"image": tfds.decode.SkipDecoding()})
-
-
-def host_rows(sharding: jax.sharding.Sharding,
-              global_batch_size: int) -> tuple[int, int]:
-  """Rows [start, stop) of each global batch held by this process's devices."""
-  slices = sharding.addressable_devices_indices_map((global_batch_size,))
-  spans = sorted({s[0].indices(global_batch_size)[:2] for s in slices.values()})
-  for (_, stop), (start, _) in zip(spans, spans[1:]):
-    if stop != start:
-      raise ValueError(f"This process's rows {spans} of the batch are not "
-                       "contiguous; order the mesh's devices by process")
-  return spans[0][0], spans[-1][1]
 
 
 class TextEncoder:
@@ -367,17 +356,6 @@ class GlobalBatches(Iterator[dict[str, jax.Array]]):
     }
 
 
-def batch_sharding(mesh: jax.sharding.Mesh,
-                   global_batch_size: int) -> jax.sharding.NamedSharding:
-  """Sharding of a batch over the mesh's "data" axis (checked to divide B)."""
-  if "data" not in mesh.axis_names:
-    raise ValueError(f"The mesh needs a 'data' axis; it has {mesh.axis_names}")
-  if global_batch_size % mesh.shape["data"]:
-    raise ValueError(f"Global batch size {global_batch_size} is not divisible "
-                     f"by the {mesh.shape['data']} devices of the data axis")
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-
-
 def create_train_iterator(config: ml_collections.ConfigDict, *,
                           tokenizer: Any, mesh: jax.sharding.Mesh,
                           global_batch_size: int, seed: int,
@@ -401,11 +379,11 @@ def create_train_iterator(config: ml_collections.ConfigDict, *,
     `texts_cut` int32 [R] (each row's texts longer than L, cut). Missing
     hard negatives/positives are masked out and their ids are 0.
   """
-  sharding = batch_sharding(mesh, global_batch_size)
+  sharding = sharding_lib.batch_sharding(mesh, global_batch_size)
   rows = batch_rows(config, global_batch_size)
   ds = host_train_dataset(
       config, data_source(config.dataset, config.split, config.data_dir),
       text_encoder=TextEncoder(tokenizer, config.text_length),
       global_batch_size=global_batch_size, seed=seed, start_step=start_step,
-      rows=host_rows(sharding, rows))
+      rows=sharding_lib.host_rows(sharding, rows))
   return GlobalBatches(ds, sharding, rows)

@@ -24,7 +24,7 @@ s_p]; retrieval ranks; zero-shot label, prediction and rank), `<name>.md`
 name and renamed, by process 0 only.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 import csv
 import dataclasses
 import json
@@ -37,6 +37,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from hardpos_jax import atomic
 from hardpos_jax.evals import hard_positives
 from hardpos_jax.evals import retrieval
 from hardpos_jax.evals import scoring
@@ -52,20 +53,6 @@ KINDS: dict[str, ModuleType] = {
     "retrieval": retrieval,
     "zeroshot": zeroshot,
 }
-
-
-def _write_atomically(path: str, write: Callable[[str], None]) -> None:
-  """`write(tmp)` then renames tmp to `path`: readers never see half a file."""
-  tmp = f"{path}.tmp"
-  write(tmp)
-  os.replace(tmp, path)
-
-
-def _write_text(path: str, text: str) -> None:
-  def write(tmp):
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(text)
-  _write_atomically(path, write)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,9 +108,9 @@ class Evaluator:
              out_dir: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, self.name)
-    _write_text(f"{path}.json", json.dumps(summary, indent=2) + "\n")
-    _write_text(f"{path}.md", format_table(summary) + "\n")
-    _write_atomically(f"{path}.png", lambda tmp: plot(summary, tmp))
+    atomic.write_text(f"{path}.json", json.dumps(summary, indent=2) + "\n")
+    atomic.write_text(f"{path}.md", format_table(summary) + "\n")
+    atomic.write_atomically(f"{path}.png", lambda tmp: plot(summary, tmp))
 
     def write_csv(tmp):
       with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -134,7 +121,7 @@ class Evaluator:
             # str(float32) is the shortest text that reads back exactly.
             writer.writerow([subset, int(index), *map(str, row)])
 
-    _write_atomically(f"{path}_scores.csv", write_csv)
+    atomic.write_atomically(f"{path}_scores.csv", write_csv)
 
 
 EVALUATORS = {

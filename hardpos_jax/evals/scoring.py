@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from hardpos_jax import sharding as sharding_lib
 from hardpos_jax import tokenizer as tokenizer_lib
 from hardpos_jax.data import eval_transform
 from hardpos_jax.data import input_pipeline
@@ -86,11 +87,11 @@ class Encoders:
 
   @property
   def batch_sharding(self) -> jax.sharding.NamedSharding:
-    return input_pipeline.batch_sharding(self.mesh, self.batch_size)
+    return sharding_lib.batch_sharding(self.mesh, self.batch_size)
 
   @property
   def replicated(self) -> jax.sharding.NamedSharding:
-    return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+    return sharding_lib.replicated(self.mesh)
 
 
 def create_encoders(model_config: dict, mesh: jax.sharding.Mesh,
@@ -110,9 +111,9 @@ def create_encoders(model_config: dict, mesh: jax.sharding.Mesh,
   Returns:
     The `Encoders`.
   """
-  input_pipeline.batch_sharding(mesh, batch_size)  # Checks B and the mesh.
+  sharding_lib.batch_sharding(mesh, batch_size)  # Checks B and the mesh.
   module = clip.CLIP(**model_config)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  replicated = sharding_lib.replicated(mesh)
   text = model_config["text"]
   return Encoders(
       mesh=mesh, batch_size=batch_size, image_size=model_config["image_size"],
@@ -220,7 +221,7 @@ def _encode(encoders: Encoders, fn: Callable, params: Any, count: int,
   """
   batch = encoders.batch_size
   sharding = encoders.batch_sharding
-  start, stop = input_pipeline.host_rows(sharding, batch)
+  start, stop = sharding_lib.host_rows(sharding, batch)
 
   def host_batch(first: int) -> np.ndarray:
     rows = np.zeros((stop - start, *row_shape), dtype)
@@ -351,7 +352,7 @@ def score_split(encoders: Encoders, params: Any, tokenizer: Any, source: Any,
     The `SplitScores`.
   """
   items = read_items(source, text_keys, index_key, encoders.before_batch)
-  params = jax.device_put(params, encoders.replicated)
+  params = sharding_lib.replicate(params, encoders.mesh)
   zimg = encode_images(encoders, params, source, items.image_positions)
   ztxt, length, truncated = encode_texts(encoders, params, tokenizer,
                                          items.texts)
@@ -374,8 +375,7 @@ def _rank_block_fn(mesh: jax.sharding.Mesh) -> Callable:
     # Right and wrong items come from one product, so exact ties stay ties.
     return jnp.sum(~right & (s >= best), axis=1), jnp.argmax(s, axis=1)
 
-  return jax.jit(rank_block, out_shardings=jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec()))
+  return jax.jit(rank_block, out_shardings=sharding_lib.replicated(mesh))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -420,11 +420,8 @@ def rank_gallery(encoders: Encoders, queries: np.ndarray,
     raise ValueError(f"{unmatched.size} query labels have no gallery item, "
                      f"e.g. {unmatched[0]}")
 
-  def put(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
-    # Every process holds all of x; each places only its own shards.
-    return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
-
   fn = _rank_block_fn(encoders.mesh)
+  put = sharding_lib.put
   gallery = put(np.asarray(gallery, np.float32), encoders.replicated)
   gallery_labels = put(gallery_labels, encoders.replicated)
   batch, width = encoders.batch_size, queries.shape[1]
