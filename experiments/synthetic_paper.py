@@ -28,7 +28,7 @@ import matplotlib.figure
 import numpy as np
 import tensorflow_datasets as tfds
 
-from configs import coco, neg, pos, pos_neg  # pylint: disable=g-multiple-import
+from configs import control, neg, pos, pos_neg  # pylint: disable=g-multiple-import
 from hardpos_jax import atomic
 from hardpos_jax import metrics
 from hardpos_jax import stats
@@ -36,7 +36,7 @@ from hardpos_jax import train
 
 # id -> (display name, recipe, recipe arg beyond demo/tiny).
 VARIANTS = {
-    "control": ("captions only (control)", coco, ""),
+    "control": ("captions only (control)", control, ""),
     "hn": ("HN", neg, ""),
     "hp": ("HP", pos, ""),
     "hn_hp": ("HN + HP", pos_neg, ""),
@@ -89,7 +89,7 @@ def _schedule(config, plan: dict, scale: int) -> None:
 
 def pretrain_config(tiny: bool, scale: int, data_dir: str):
   """Plain captions of the `pretrain` split, from scratch."""
-  config = coco.get_config("demo,tiny" if tiny else "demo")
+  config = control.get_config("demo,tiny" if tiny else "demo")
   config.input.split = "pretrain"
   config.input.data_dir = data_dir
   _schedule(config, TINY if tiny else PRETRAIN, scale)

@@ -468,7 +468,7 @@ class _KeyIndex:
 
 
 # The synonym map of the paper's REPLACE benchmark, recovered from its
-# released files (see DESIGN.md §1); "sitting", "walking" and "hanging" are
+# released files (each HP against its caption); "sitting", "walking" and "hanging" are
 # in both its attribute and relation maps with the same synonym.
 BENCHMARK_SYNONYMS = {
     "white": "ivory",

@@ -142,7 +142,7 @@ def _check_sigterm_handler(last_saved: int | None) -> None:
   """Raises if Python code took SIGTERM from the distributed runtime.
 
   The runtime turns SIGTERM into orbax's preemption save; a later
-  `signal.signal(SIGTERM, ...)` silently replaces that (DESIGN.md, section 5).
+  `signal.signal(SIGTERM, ...)` silently replaces that (docs/RELIABILITY.md).
   """
   handler = signal.getsignal(signal.SIGTERM)
   if jax.distributed.is_initialized() and callable(handler):
@@ -187,6 +187,24 @@ def _evaluated(config: ml_collections.ConfigDict, out_dir: str) -> bool:
   return bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
 
 
+def check_sizes(config: ml_collections.ConfigDict) -> None:
+  """The pipeline must make what the model takes; says which keys differ.
+
+  Without this, a mismatch surfaces as a broadcast error inside the ViT.
+  `input.text_length` may be shorter than the model's context (exact with
+  a causal mask and EOT pooling, see README), never longer.
+  """
+  image, model_image = config.input.image_size, config.model.image_size
+  if image != model_image:
+    raise ValueError(f"config.input.image_size={image} but "
+                     f"config.model.image_size={model_image}; set both")
+  length, context = (config.input.text_length,
+                     config.model.text.context_length)
+  if not 0 < length <= context:
+    raise ValueError(f"config.input.text_length={length} must be in [1, "
+                     f"config.model.text.context_length={context}]")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> ts.TrainState:
   """Trains (resuming from `workdir` if it has checkpoints), evaluating every
@@ -200,6 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       training step or a batch of an evaluation.
     FloatingPointError: a loss became NaN/inf; the last checkpoint is intact.
   """
+  check_sizes(config)
   workdir = os.path.abspath(workdir)
   lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)

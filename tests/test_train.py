@@ -211,3 +211,15 @@ def test_negclip_recipe_trains_with_hard_images(tmp_path):
   # An epoch is every row once: 16 rows, 2 steps of 8.
   assert sorted(steps[0][::2] + steps[1][::2]) == list(range(16))
   assert all(np.isfinite(m["loss"]) for m in read_metrics(workdir))
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("input.image_size", 48, "config.model.image_size=32"),
+    ("input.text_length", 25, "config.model.text.context_length=24"),
+])
+def test_pipeline_and_model_sizes_must_agree(data_dir, tmp_path, key, value,
+                                             needle):
+  with pytest.raises(ValueError, match=needle):
+    train.train_and_evaluate(tiny_config(data_dir, **{key: value}),
+                             str(tmp_path))
+  assert not os.listdir(tmp_path)  # Nothing written.
