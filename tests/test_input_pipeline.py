@@ -519,6 +519,10 @@ def test_hard_images_bring_a_neighbours_caption(data_dir, tokenizer,
           tokenizer([text(record["caption"])], context_length=24)[0])
       assert {tuple(with_partner["hard_negatives"][i][0])} <= token_rows(
           tokenizer, [text(t) for t in record["hard_negatives"]], 24)
+  # A resumed pipeline sees the same partners, crops and texts.
+  resumed = host_batches(config, tokenizer, (0, 2 * B), start_step=2)[0]
+  for key, value in batches[2].items():
+    np.testing.assert_array_equal(resumed[key], value, err_msg=key)
   # Hosts split between pairs, and a host's rows are the same rows.
   halves = [host_batches(config, tokenizer, rows, steps=1)[0]
             for rows in [(0, 8), (8, 16)]]
