@@ -170,7 +170,7 @@ class _TrainExamples:
             "hard_positive_mask": hp_mask, "caption_id": np.int32(caption_id),
             "texts_cut": np.int32(cut.sum())}
 
-  def _pairs(self, epoch: int, units: np.ndarray,
+  def _pairs(self, units: np.ndarray,
              rngs: list[np.random.Generator]) -> np.ndarray:
     """int64 [n] pair indices of the drawn units."""
     if self.epoch_unit == "pairs":
@@ -202,7 +202,7 @@ class _TrainExamples:
       epoch, units = self.order.indices(step, self.rows)
       rngs = [np.random.default_rng([self.order.seed, epoch, int(u)])
               for u in units]
-      drawn = self._read(self._pairs(epoch, units, rngs))
+      drawn = self._read(self._pairs(units, rngs))
       partners = [None] * len(drawn)
       if self.hard_images is not None:
         partners = self._read(self._partners(drawn, rngs))
