@@ -24,6 +24,7 @@ transform and decoding threads.
 
 import argparse
 import concurrent.futures
+import functools
 import io
 import json
 import os
@@ -146,9 +147,8 @@ def make_benchmark(scale: float, data_dir: Path,
 def per_item_loop(config: dict, params, tokenizer: Tokenizer, source,
                   count: int, workers) -> tuple[np.ndarray, float]:
   """Scores the first `count` items in batches of 16; returns ([n, 3], s)."""
-  module = clip.CLIP(**config)
-  image_fn = jax.jit(lambda x: module.apply({"params": params}, images=x)[0])
-  text_fn = jax.jit(lambda t: module.apply({"params": params}, text=t)[1])
+  image_fn, text_fn = (functools.partial(fn, params)
+                       for fn in clip.towers(config))
   keys = hard_positives.TEXT_KEYS
 
   def batch_scores(records):

@@ -24,9 +24,6 @@ from hardpos_jax.models import clip
 
 # Rows per jitted call: bounds memory for long lists; one compile per shape.
 _CHUNK = 256
-# Text runs at the shortest multiple of this holding every caption's EOT
-# (`tokenizer.used_length`): the same embeddings as at 77 tokens.
-_TEXT_BUCKET = 16
 
 
 def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
@@ -48,11 +45,8 @@ class Model:
   tokenizer: tokenizer_lib.Tokenizer
 
   def __post_init__(self):
-    module = clip.CLIP(**self.config)
-    self._image_fn = jax.jit(
-        lambda p, x: module.apply({"params": p}, images=x)[0])
-    self._text_fn = jax.jit(
-        lambda p, t: module.apply({"params": p}, text=t)[1])
+    # The evaluator's towers: the same precision and text length rule.
+    self._image_fn, self._text_fn = clip.towers(self.config)
 
   def _chunked(self, fn, x: np.ndarray) -> np.ndarray:
     out = []
@@ -80,8 +74,8 @@ class Model:
   def encode_text(self, texts: Sequence[str]) -> np.ndarray:
     """List of T strings -> [T, E] unit embeddings."""
     ids = self.tokenize(texts)
-    length = tokenizer_lib.used_length(ids, _TEXT_BUCKET)
-    return self._chunked(self._text_fn, ids[:, :length])
+    return self._chunked(self._text_fn,
+                         ids[:, :clip.text_length(self.config, ids)])
 
   def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
     """uint8 [H, W, 3] images -> [N, S, S, 3] float32, OpenAI's transform."""

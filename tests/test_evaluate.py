@@ -248,19 +248,17 @@ def test_repeated_ids_raise():
 
 
 def test_text_length_finds_the_last_eot(model):
-  encoders = evals.create_encoders(model[0], mesh_of(1), B)
+  config = model[0]
   ids = np.zeros((2, 77), np.int32)
   ids[0, :4] = [512, 5, 513, 0][:4]
   ids[1, :10] = [512, 7, 0, 0, 0, 0, 0, 0, 9, 513]  # id 0 inside the text
-  assert scoring.text_length(encoders, ids) == 16
-  assert scoring.text_length(encoders, ids[:1]) == 8
+  assert clip.text_length(config, ids) == 16
+  assert clip.text_length(config, ids[:1]) == 8
   long = np.ones((1, 77), np.int32)
-  assert scoring.text_length(encoders, long) == 77
-  mean_pooled = evals.create_encoders(
-      clip.model_config(**{**model[0], "text": {**model[0]["text"],
-                                                "pool": "mean"}}),
-      mesh_of(1), B)
-  assert scoring.text_length(mean_pooled, ids) == 77
+  assert clip.text_length(config, long) == 77
+  mean_pooled = clip.model_config(**{**config, "text": {**config["text"],
+                                                         "pool": "mean"}})
+  assert clip.text_length(mean_pooled, ids) == 77
 
 
 def test_registry_and_batch_errors(model):

@@ -38,13 +38,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from hardpos_jax import sharding as sharding_lib
-from hardpos_jax import tokenizer as tokenizer_lib
 from hardpos_jax.data import eval_transform
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.models import clip
 
-# Texts run at the shortest multiple of this that holds the longest one.
-_TEXT_BUCKET = 8
 # Records read per call when collecting a split's ids, texts and labels.
 _READ_CHUNK = 1024
 # Host batches prepared ahead of the one being encoded.
@@ -63,8 +60,7 @@ class Encoders:
     batch_size: B rows per call, images or texts, across all processes.
     image_size: S.
     context_length: C, the longest text the text tower takes.
-    shorten_text: whether texts may run at L < C; exact only with a causal
-      mask and EOT pooling, where tokens after EOT never reach the output.
+    model_config: the model's config dict (its text length rule).
     embed_dim: D.
     precision: `jax.default_matmul_precision` of the towers' matmuls.
     image_fn: (params, float32 [B, S, S, 3]) -> float32 [B, D], replicated.
@@ -78,7 +74,7 @@ class Encoders:
   batch_size: int
   image_size: int
   context_length: int
-  shorten_text: bool
+  model_config: dict
   embed_dim: int
   precision: str
   image_fn: Callable[[Any, jax.Array], jax.Array]
@@ -112,18 +108,15 @@ def create_encoders(model_config: dict, mesh: jax.sharding.Mesh,
     The `Encoders`.
   """
   sharding_lib.batch_sharding(mesh, batch_size)  # Checks B and the mesh.
-  module = clip.CLIP(**model_config)
-  replicated = sharding_lib.replicated(mesh)
+  image_fn, text_fn = clip.towers(model_config, precision,
+                                  sharding_lib.replicated(mesh))
   text = model_config["text"]
   return Encoders(
       mesh=mesh, batch_size=batch_size, image_size=model_config["image_size"],
       context_length=text["context_length"],
-      shorten_text=text["causal"] and text["pool"] == "eot",
+      model_config=dict(model_config),
       embed_dim=model_config["embed_dim"], precision=precision,
-      image_fn=jax.jit(lambda p, x: module.apply({"params": p}, images=x)[0],
-                       out_shardings=replicated),
-      text_fn=jax.jit(lambda p, t: module.apply({"params": p}, text=t)[1],
-                      out_shardings=replicated),
+      image_fn=image_fn, text_fn=text_fn,
       before_batch=before_batch or (lambda: None))
 
 
@@ -232,8 +225,7 @@ def _encode(encoders: Encoders, fn: Callable, params: Any, count: int,
 
   firsts = range(0, count, batch)
   embeddings, previous = [], None
-  with (concurrent.futures.ThreadPoolExecutor(1) as loader,
-        jax.default_matmul_precision(encoders.precision)):
+  with concurrent.futures.ThreadPoolExecutor(1) as loader:
     queue = collections.deque(
         loader.submit(host_batch, f) for f in firsts[:_PREFETCH])
     for i in range(len(firsts)):
@@ -282,13 +274,6 @@ def encode_images(encoders: Encoders, params: Any, source: Any,
                    load_rows, (size, size, 3), np.float32)
 
 
-def text_length(encoders: Encoders, ids: np.ndarray) -> int:
-  """L for token ids [U, C]: `tokenizer.used_length` when the tower allows."""
-  if not encoders.shorten_text:
-    return ids.shape[1]
-  return tokenizer_lib.used_length(ids, _TEXT_BUCKET)
-
-
 def encode_texts(encoders: Encoders, params: Any, tokenizer: Any,
                  texts: Sequence[str]) -> tuple[np.ndarray, int, int]:
   """Embeds U texts at the shortest exact length.
@@ -308,7 +293,7 @@ def encode_texts(encoders: Encoders, params: Any, tokenizer: Any,
     logging.warning("%d texts are longer than %d tokens and were cut, e.g. "
                     "%r", truncated.sum(), encoders.context_length,
                     texts[int(np.argmax(truncated))])
-  length = text_length(encoders, ids)
+  length = clip.text_length(encoders.model_config, ids)
   ids = ids[:, :length]
   return (_encode(encoders, encoders.text_fn, params, len(texts),
                   lambda rows: ids[rows], (length,), np.int32),

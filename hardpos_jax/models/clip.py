@@ -13,6 +13,7 @@ fields}, "embed_dim": E, "dtype": ..., "remat": ...}`; `model_config(variant,
 **overrides)` builds it from a variant string.
 """
 
+from collections.abc import Callable
 import copy
 import math
 from typing import Any, Mapping
@@ -20,9 +21,14 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from hardpos_jax import tokenizer as tokenizer_lib
 from hardpos_jax.models.text import TextTransformer
 from hardpos_jax.models.vit import VisionTransformer
+
+# Texts run at the shortest multiple of this holding every row's EOT.
+TEXT_BUCKET = 8
 
 # OpenAI CLIP architectures (open_clip's model_configs/ViT-*.json).
 VARIANTS = {
@@ -138,3 +144,51 @@ def init_params(config: Mapping[str, Any], rng: jax.Array) -> dict:
   images = jnp.zeros((1, size, size, 3), jnp.float32)
   text = jnp.zeros((1, config["text"]["context_length"]), jnp.int32)
   return jax.jit(model.init)(rng, images, text)["params"]
+
+
+Tower = Callable[[Any, jax.Array], jax.Array]
+
+
+def towers(config: Mapping[str, Any], precision: str = "highest",
+           out_shardings: Any = None) -> tuple[Tower, Tower]:
+  """The jitted image and text towers every consumer of a model uses.
+
+  Args:
+    config: the model's config dict.
+    precision: `jax.default_matmul_precision` of their matmuls; "highest"
+      keeps float32 models in float32 on TPU, whose default runs float32
+      matmuls in one bfloat16 pass.
+    out_shardings: of the embeddings, e.g. replicated over a mesh.
+
+  Returns:
+    (image_fn, text_fn): (params, float32 [B, S, S, 3]) -> float32 [B, E]
+    and (params, int32 [B, L]) -> float32 [B, E] unit embeddings; L may be
+    shorter than the context (see `text_length`).
+  """
+  module = CLIP(**config)
+  image = jax.jit(lambda p, x: module.apply({"params": p}, images=x)[0],
+                  out_shardings=out_shardings)
+  text = jax.jit(lambda p, t: module.apply({"params": p}, text=t)[1],
+                 out_shardings=out_shardings)
+
+  def at_precision(fn: Tower) -> Tower:
+    def call(params, x):
+      # Set where the call is traced, so it is part of the compiled program.
+      with jax.default_matmul_precision(precision):
+        return fn(params, x)
+    return call
+
+  return at_precision(image), at_precision(text)
+
+
+def text_length(config: Mapping[str, Any], ids: np.ndarray) -> int:
+  """L to run token ids [N, C] at: exact for every row.
+
+  With a causal mask and EOT pooling tokens after EOT never reach the
+  output, so L is the shortest multiple of `TEXT_BUCKET` holding every
+  row's EOT; otherwise the full context C.
+  """
+  text = config["text"]
+  if not (text["causal"] and text["pool"] == "eot"):
+    return ids.shape[1]
+  return tokenizer_lib.used_length(ids, TEXT_BUCKET)
