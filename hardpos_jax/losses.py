@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
+from hardpos_jax import sharding
+
 HP_MODES = ("extra_row", "svlc", "replace")
 _LOSS_OPTIONS = ("hp_mode", "neg_w", "hp_replace_q")
 
@@ -433,7 +435,7 @@ def sharded_clip_loss(
     neg_w: float = 1.0,
     hp_replace_q: float = 0.5,
     rng: jax.Array | None = None,
-    axis: str = "data",
+    axis: str = sharding.BATCH_AXIS,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """`clip_loss` of the global batch, called inside `jax.shard_map`.
 
@@ -467,7 +469,8 @@ def sharded_clip_loss(
 
 
 def make_sharded_loss(
-    mesh: jax.sharding.Mesh, axis: str = "data", **loss_kwargs: Any
+    mesh: jax.sharding.Mesh, axis: str = sharding.BATCH_AXIS,
+    **loss_kwargs: Any
 ) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
   """`sharded_clip_loss` wrapped in `jax.shard_map`, ready for `jax.jit`.
 

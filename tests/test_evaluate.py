@@ -25,6 +25,7 @@ from hardpos_jax import checkpoint
 import tiny
 from hardpos_jax import evals
 from hardpos_jax import evaluate
+from hardpos_jax.data import input_pipeline
 from hardpos_jax import metrics
 from hardpos_jax.data import eval_transform
 from hardpos_jax.evals import scoring
@@ -65,7 +66,7 @@ mesh_of = tiny.mesh_of
 
 
 def sources(data_dir):
-  return {s: scoring.open_split(d, split, data_dir, None)
+  return {s: input_pipeline.data_source(d, split, data_dir)
           for s, (d, split) in SPLITS.items()}
 
 

@@ -58,17 +58,19 @@ HARD_POSITIVE_KINDS = {
 }
 
 
-def data_source(dataset: str, split: str, data_dir: str | None) -> Any:
+def data_source(dataset: str, split: str, data_dir: str | None,
+                manual_dir: str | None = None) -> Any:
   """Random-access source of a TFDS split; images stay encoded bytes.
 
   A single process prepares a missing dataset (seconds for synthetic_shapes;
-  manual datasets need their manual_dir); multi-host runs must find it
-  prepared, since every host would otherwise write it.
+  manual datasets from `manual_dir`); multi-host runs must find it prepared,
+  since every host would otherwise write it.
 
   Args:
     dataset: TFDS name with config, e.g. "synthetic_shapes/tiny".
     split: the split's name.
     data_dir: TFDS data directory; None means TFDS's default.
+    manual_dir: where a manual dataset's files are, used only to prepare it.
 
   Returns:
     A sequence of example dicts (numpy values, text as bytes).
@@ -80,7 +82,8 @@ def data_source(dataset: str, split: str, data_dir: str | None) -> Any:
           f"{dataset} is not prepared in {builder.data_dir}; prepare it once "
           "(tfds.builder(...).download_and_prepare()) before a multi-host run")
     logging.info("Preparing %s in %s", dataset, builder.data_dir)
-    builder.download_and_prepare()
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   if split not in builder.info.splits:
     raise ValueError(f"{dataset} has no split {split!r}; choices: "
                      f"{sorted(builder.info.splits)}")

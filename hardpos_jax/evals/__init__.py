@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from hardpos_jax import atomic
+from hardpos_jax.data import input_pipeline
 from hardpos_jax.evals import hard_positives
 from hardpos_jax.evals import retrieval
 from hardpos_jax.evals import scoring
@@ -90,7 +91,8 @@ class Evaluator:
     start = time.perf_counter()
     scores = {}
     for subset, (dataset, split) in self.splits.items():
-      source = scoring.open_split(dataset, split, data_dir, manual_dir)
+      source = input_pipeline.data_source(dataset, split, data_dir,
+                                          manual_dir)
       scores[subset] = kind.score_split(encoders, params, tokenizer, source,
                                         subset)
       logging.info("%s/%s: %d items, %d images, %d texts at L=%d",

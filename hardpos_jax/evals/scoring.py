@@ -35,11 +35,9 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 
 from hardpos_jax import sharding as sharding_lib
 from hardpos_jax.data import eval_transform
-from hardpos_jax.data import input_pipeline
 from hardpos_jax.models import clip
 
 # Records read per call when collecting a split's ids, texts and labels.
@@ -443,28 +441,3 @@ def item_scorer(text_keys: Sequence[str], index_key: str) -> Callable:
                        index_key)
 
   return score
-
-
-def open_split(dataset: str, split: str, data_dir: str | None,
-               manual_dir: str | None) -> Any:
-  """The split's random-access source, prepared first if need be.
-
-  Args:
-    dataset: TFDS name with config, e.g. "hard_positives/swap".
-    split: e.g. "test".
-    data_dir: TFDS data directory; None means TFDS's default.
-    manual_dir: where a manual dataset's files are, used only to prepare it.
-
-  Returns:
-    A sequence of example dicts, images as encoded bytes.
-  """
-  builder = tfds.builder(dataset, data_dir=data_dir)
-  if manual_dir is not None and not builder.is_prepared():
-    if jax.process_count() > 1:
-      raise FileNotFoundError(
-          f"{dataset} is not prepared in {builder.data_dir}; prepare it once "
-          "before a multi-host run")
-    logging.info("Preparing %s from %s", dataset, manual_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  return input_pipeline.data_source(dataset, split, data_dir)
