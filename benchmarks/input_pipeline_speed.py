@@ -33,7 +33,7 @@ import tensorflow_datasets as tfds
 
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.tokenizer import Tokenizer
-from tfds_builders.coco_hard_pos_neg import coco_hard_pos_neg
+from tfds_builders.coco_hard_pos_neg import layout
 
 _DATASETS = flags.DEFINE_multi_string(
     "dataset", ["synthetic", "coco_original", "coco", "coco_384", "coco+fast"],
@@ -71,24 +71,24 @@ def _photo_like(rng: np.random.Generator, height: int = 480,
 def write_coco_fixture(manual_dir: pathlib.Path, num_images: int) -> None:
   """COCO train2017 layout with photo-like 640x480 JPEGs, 5 captions each."""
   rng = np.random.default_rng(0)
-  (manual_dir / coco_hard_pos_neg.IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+  (manual_dir / layout.IMAGE_DIR).mkdir(parents=True, exist_ok=True)
   images, annotations = [], []
   for image_id in range(num_images):
     name = f"{image_id:012d}.jpg"
     Image.fromarray(_photo_like(rng)).save(
-        manual_dir / coco_hard_pos_neg.IMAGE_DIR / name, quality=90)
+        manual_dir / layout.IMAGE_DIR / name, quality=90)
     images.append({"id": image_id, "file_name": name})
     for k in range(_CAPTIONS_PER_IMAGE):
       annotations.append({"id": len(annotations), "image_id": image_id,
                           "caption": f"a dog and a cat on a sofa number {k}"})
   files = {
-      coco_hard_pos_neg.CAPTIONS_FILE: [json.dumps(
+      layout.CAPTIONS_FILE: [json.dumps(
           {"images": images, "annotations": annotations})],
-      coco_hard_pos_neg.HARD_NEGATIVE_FILE: [
+      layout.HARD_NEGATIVE_FILE: [
           json.dumps(["a cat and a dog under a sofa"])] * len(annotations),
-      coco_hard_pos_neg.HARD_POSITIVE_FILES["swap"]: [
+      layout.HARD_POSITIVE_FILES["swap"]: [
           json.dumps("a cat and a dog on a sofa")] * len(annotations),
-      coco_hard_pos_neg.HARD_POSITIVE_FILES["replace"]: [
+      layout.HARD_POSITIVE_FILES["replace"]: [
           json.dumps("a hound and a cat on a couch")] * len(annotations),
   }
   for name, lines in files.items():

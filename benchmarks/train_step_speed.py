@@ -3,26 +3,42 @@
 One optimiser step of the paper's recipe (configs/pos_neg.py): each of B
 images has a caption, K=1 hard negative and P=1 hard positive, so 3B texts
 go through the text tower; the loss has NegCLIP's HN columns and the HPs as
-extra rows; AdamW after global-norm clipping. Inputs are random and already
-on the device, so this times the step itself, not the input pipeline.
+extra rows; AdamW after global-norm clipping. Inputs are already on the
+device, so this times the step itself, not the input pipeline.
+
+Texts (--texts): by default real ones, drawn from NegCLIP's validation TSV
+(a COCO caption, one of its NegCLIP negatives as the HN and the other as a
+stand-in HP of the same length), tokenized and padded to 77 as every
+implementation receives them. Our step then runs at the batch's own length
+bucket, as the trainer does (`input_pipeline.cut_texts`: exact under the
+causal mask, tested); --fixed_length keeps 77. `--texts=random` puts EOT at
+a random position below --max_tokens instead.
 
 The peer is `transformers.CLIPModel` of the same architecture holding the
 same weights (our HF export), the same loss written in PyTorch,
 `torch.optim.AdamW` (fused on GPU) and `clip_grad_norm_`, under bf16 autocast
 when --dtype=bfloat16; with --torch_compile also `torch.compile`d. Each
-framework runs in its own subprocess (JAX would otherwise hold most of the
-GPU's memory before PyTorch starts); the parent prints one table.
+implementation runs in its own subprocess (JAX would otherwise hold most of
+the GPU's memory before PyTorch starts); the parent prints one table.
 
-Per row: the first call's seconds (compilation included), the median ms of
---steps timed steps after --warmup (each step waited for), images/s, peak
-device memory, and the loss of the first step: the same weights and inputs,
-so the two agree up to bf16 or TF32 rounding.
+Per row: the text length run, the first call's seconds (compilation
+included), the median ms of --steps timed steps after --warmup (each step
+waited for), images/s, model FLOPs per step (matmuls of both towers, forward
+and backward = 3x forward, at the length that row runs; recomputation not
+counted), the FLOP/s that gives and its share of the matmul peak measured
+in the same run, peak device memory (and XLA's temporary buffers for ours),
+and the loss of the first step: the same weights and inputs, so the rows
+agree up to bf16 or TF32 rounding.
 
-  python benchmarks/train_step_speed.py --variant=B/32 --batch_size=256,1024
+  python benchmarks/train_step_speed.py --variant=B/32 --batch_size=256,1024 \
+      --torch_compile
+  .venv/bin/python benchmarks/train_step_speed.py --batch_size=16 \
+      --dtype=float32 --steps=5 --warmup=2          # the CPU comparison
   .venv/bin/python benchmarks/train_step_speed.py --tiny   # CPU smoke run
 """
 
-import argparse
+import ast
+import csv
 import json
 import os
 import statistics
@@ -30,7 +46,10 @@ import subprocess
 import sys
 import time
 
+from absl import app
+from absl import flags
 import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
@@ -40,57 +59,139 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import pos_neg
 from hardpos_jax import convert
 from hardpos_jax import sharding
+from hardpos_jax import tokenizer as tokenizer_lib
 from hardpos_jax import train_step as ts
+from hardpos_jax.data import input_pipeline
 from hardpos_jax.models import clip
 # pylint: enable=g-import-not-at-top,wrong-import-position
+
+_VARIANT = flags.DEFINE_string("variant", "B/32", "model variant")
+_BATCH_SIZE = flags.DEFINE_list("batch_size", ["256"], "global batch sizes")
+_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"],
+                           "compute dtype")
+_STEPS = flags.DEFINE_integer("steps", 20, "timed steps")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "untimed steps first")
+_TEXTS = flags.DEFINE_enum("texts", "negclip", ["negclip", "random"],
+                           "real caption lengths, or random EOT positions")
+_NEGCLIP_TSV = flags.DEFINE_string(
+    "negclip_tsv", os.path.join(os.path.dirname(__file__), "..", "..",
+                                "shared", "data", "negclip",
+                                "valid_neg_clip.tsv"),
+    "NegCLIP's valid_neg_clip.tsv, for --texts=negclip")
+_MAX_TOKENS = flags.DEFINE_integer(
+    "max_tokens", None, "--texts=random: texts end before this token "
+    "(default: the context)")
+_FIXED_LENGTH = flags.DEFINE_bool(
+    "fixed_length", False, "run our step at 77 tokens too (an extra row)")
+_ACCUM_STEPS = flags.DEFINE_integer("accum_steps", 1,
+                                    "our micro-batches per step")
+_REMAT = flags.DEFINE_string("remat", "", "our remat policy (see "
+                             "models/transformer.REMAT_POLICIES); '' = off")
+_NO_PEER = flags.DEFINE_bool("no_peer", False, "time hardpos_jax only")
+_TORCH_COMPILE = flags.DEFINE_bool(
+    "torch_compile", False, "also time the peer under torch.compile")
+_TINY = flags.DEFINE_bool("tiny", False, "a tiny model, for a CPU smoke run")
+_WORKER = flags.DEFINE_enum("worker", None, ["jax", "torch"],
+                            "internal: run one implementation")
+_OUT = flags.DEFINE_string("out", None, "also write the rows as JSON here")
 
 # Steps of the learning-rate schedule; only its shape depends on it.
 _SCHEDULE_STEPS = 1000
 
 
-def model_config(args) -> dict:
+def model_config() -> dict:
   """The benchmarked model's config dict."""
-  if args.tiny:
+  if _TINY.value:
     return clip.model_config(
         None, image=dict(width=64, depth=2, num_heads=2, mlp_dim=128,
                          patch_size=8),
         text=dict(width=64, depth=2, num_heads=2, mlp_dim=128),
-        embed_dim=64, image_size=32, dtype=args.dtype)
-  return clip.model_config(args.variant, dtype=args.dtype)
+        embed_dim=64, image_size=32, dtype=_DTYPE.value)
+  config = clip.model_config(_VARIANT.value, dtype=_DTYPE.value)
+  if _REMAT.value:
+    config["remat"] = _REMAT.value
+  return config
 
 
-def make_inputs(config: dict, batch: int, length: int,
-                max_tokens: int | None) -> tuple[np.ndarray, np.ndarray]:
-  """float32 [B, S, S, 3] images and int32 [B, 3, L] caption, HN, HP ids.
-
-  Each text: SOT, random ids, EOT at a random position below `max_tokens`
-  (default: the context length C), zeros after it. The texts do not depend
-  on L, so runs at several L see the same texts.
-  """
+def text_ids(config: dict, batch: int) -> np.ndarray:
+  """int32 [B, 3, C] caption, HN and HP ids, zero-padded to the context."""
   rng = np.random.default_rng(0)
-  size, text = config["image_size"], config["text"]
+  text = config["text"]
   vocab, context = text["vocab_size"], text["context_length"]
-  max_tokens = max_tokens or context
-  if max_tokens > length:
-    raise ValueError(f"--max_tokens={max_tokens} does not fit L={length}")
-  images = rng.standard_normal((batch, size, size, 3), np.float32)
+  if _TEXTS.value == "negclip":
+    with open(_NEGCLIP_TSV.value, newline="", encoding="utf-8") as f:
+      rows = list(csv.DictReader(f, delimiter="\t"))
+    tokenizer = tokenizer_lib.Tokenizer(context_length=context)
+    texts = []
+    for i in rng.choice(len(rows), batch, replace=len(rows) < batch):
+      negatives = ast.literal_eval(rows[i]["neg_caption"])
+      texts += [rows[i]["title"], negatives[0], negatives[-1]]
+    return tokenizer(texts).reshape(batch, 3, context).astype(np.int32)
+  max_tokens = _MAX_TOKENS.value or context
   ids = rng.integers(1, vocab - 2, (batch, 3, context), dtype=np.int32)
   ends = rng.integers(5, max_tokens, (batch, 3))
   ids[:, :, 0] = vocab - 2
   ids[np.arange(context)[None, None] > ends[..., None]] = 0
   np.put_along_axis(ids, ends[..., None], vocab - 1, axis=2)
-  return images, ids[..., :length]
+  return ids
 
 
-def time_steps(step, args) -> dict:
+def make_inputs(config: dict, batch: int) -> tuple[np.ndarray, np.ndarray]:
+  """float32 [B, S, S, 3] images and int32 [B, 3, C] text ids."""
+  rng = np.random.default_rng(1)
+  size = config["image_size"]
+  return (rng.standard_normal((batch, size, size, 3), np.float32),
+          text_ids(config, batch))
+
+
+def forward_flops(config: dict, images: int, texts: int, length: int) -> int:
+  """Matmul FLOPs of both towers' forward pass: `images` images and `texts`
+  texts of `length` tokens (2 per multiply-add; norms, softmax and the
+  loss left out, a fraction of a percent)."""
+
+  def encoder(tower, tokens, seq):
+    w, m = tower["width"], tower["mlp_dim"]
+    # q, k, v, out projections and the MLP, per token; QK^T and AV per pair.
+    per_token = 2 * (4 * w * w + 2 * w * m) + 2 * 2 * seq * w
+    return tower["depth"] * tokens * per_token
+
+  img, txt, e = config["image"], config["text"], config["embed_dim"]
+  patches = (config["image_size"] // img["patch_size"]) ** 2
+  seq = patches + (img.get("pool", "cls") == "cls")
+  image = images * (2 * patches * img["patch_size"] ** 2 * 3 * img["width"]
+                    + 2 * img["width"] * e) + encoder(img, images * seq, seq)
+  text = texts * 2 * txt["width"] * e + encoder(txt, texts * length, length)
+  return image + text
+
+
+def matmul_peak(dtype: str) -> float:
+  """FLOP/s of large jitted square matmuls on the default device: the best
+  over three sizes of the median of 5 calls."""
+  sizes = (1024, 2048, 4096) if jax.default_backend() == "cpu" else (
+      4096, 8192, 16384)
+  best = 0.0
+  for n in sizes:
+    a = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    times = []
+    for _ in range(5):
+      start = time.perf_counter()
+      f(a).block_until_ready()
+      times.append(time.perf_counter() - start)
+    best = max(best, 2 * n ** 3 / statistics.median(times))
+  return best
+
+
+def time_steps(step) -> dict:
   """Runs `step()` (returns the loss, waited for) warmup + steps times."""
   start = time.perf_counter()
   first_loss = step()
   first_s = time.perf_counter() - start
-  for _ in range(args.warmup - 1):
+  for _ in range(_WARMUP.value - 1):
     step()
   times = []
-  for _ in range(args.steps):
+  for _ in range(_STEPS.value):
     start = time.perf_counter()
     step()
     times.append(time.perf_counter() - start)
@@ -99,37 +200,47 @@ def time_steps(step, args) -> dict:
           "first_loss": first_loss}
 
 
-def run_jax(args) -> dict:
+def run_jax(batch_size: int, fixed_length: bool) -> dict:
   """Our jitted train step (hardpos_jax.train_step) on every local device."""
-
   config = pos_neg.get_config()
-  config.model = model_config(args)
-  config.batch_size = args.batch_size
+  config.model = model_config()
+  config.batch_size = batch_size
+  config.accum_steps = _ACCUM_STEPS.value
   mesh = sharding.create_mesh()
   params = clip.init_params(config.model.to_dict(), jax.random.PRNGKey(0))
   state = sharding.replicate(
       ts.create_train_state(config, params, jax.random.PRNGKey(0),
                             _SCHEDULE_STEPS), mesh)
-  images, ids = make_inputs(config.model.to_dict(), args.batch_size,
-                            args.text_length, args.max_tokens)
-  ones = np.ones((args.batch_size, 1), bool)
-  batch = jax.device_put(
-      {"image": images, "text": ids[:, 0], "hard_negatives": ids[:, 1:2],
-       "hard_negative_mask": ones, "hard_positives": ids[:, 2:3],
-       "hard_positive_mask": ones},
-      jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
-  train_step = ts.make_train_step(config, mesh)
+  images, ids = make_inputs(config.model.to_dict(), batch_size)
+  ones = np.ones((batch_size, 1), bool)
+  batch = {"image": images, "text": ids[:, 0], "hard_negatives": ids[:, 1:2],
+           "hard_negative_mask": ones, "hard_positives": ids[:, 2:3],
+           "hard_positive_mask": ones}
+  if not fixed_length:
+    batch = input_pipeline.cut_texts(batch,
+                                     clip.text_bucket(config.model.to_dict()))
+  batch = jax.device_put(batch, sharding.batch_sharding(mesh, batch_size))
+  start = time.perf_counter()
+  compiled = ts.make_train_step(config, mesh).lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
 
   def step():
     nonlocal state
-    state, metrics = train_step(state, batch)
+    state, metrics = compiled(state, batch)
     return float(metrics["loss"])
 
-  out = time_steps(step, args)
+  out = time_steps(step)
+  out["first_call_s"] += compile_s
   stats = jax.local_devices()[0].memory_stats() or {}
-  out.update(impl=f"hardpos_jax (jax {jax.__version__})",
+  accum = (f", {_ACCUM_STEPS.value} micro-batches"
+           if _ACCUM_STEPS.value > 1 else "")
+  remat = f", remat {_REMAT.value}" if _REMAT.value else ""
+  out.update(impl=f"hardpos_jax (jax {jax.__version__}){accum}{remat}",
              device=jax.devices()[0].device_kind,
-             peak_gib=stats.get("peak_bytes_in_use", float("nan")) / 2**30)
+             text_length=int(batch["text"].shape[1]),
+             peak_gib=stats.get("peak_bytes_in_use", float("nan")) / 2**30,
+             temp_gib=compiled.memory_analysis().temp_size_in_bytes / 2**30,
+             matmul_peak=matmul_peak(_DTYPE.value))
   return out
 
 
@@ -158,11 +269,11 @@ def torch_loss(zimg, ztxt, scale):
   return 0.5 * i2t + 0.5 * t2i
 
 
-def run_torch(args) -> dict:
+def run_torch(batch_size: int, compile_: bool) -> dict:
   """transformers.CLIPModel with our weights, the same loss and AdamW."""
 
   device = "cuda" if torch.cuda.is_available() else "cpu"
-  config = model_config(args)
+  config = model_config()
   optim = pos_neg.get_config().optim
   params = clip.init_params(config, jax.random.PRNGKey(0))
   state = convert.openai_to_hf(convert.flax_to_openai(params, config))
@@ -178,21 +289,20 @@ def run_torch(args) -> dict:
       [{"params": decay, "weight_decay": optim.weight_decay},
        {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr,
       betas=(optim.b1, optim.b2), eps=optim.eps, fused=device == "cuda")
-  images, ids = make_inputs(config, args.batch_size, args.text_length,
-                            args.max_tokens)
+  images, ids = make_inputs(config, batch_size)
   pixels = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(device)
   texts = torch.from_numpy(ids.reshape(-1, ids.shape[-1])).long().to(device)
   autocast = torch.autocast(device, dtype=torch.bfloat16,
-                            enabled=args.dtype == "bfloat16")
+                            enabled=_DTYPE.value == "bfloat16")
 
   def loss_of():
     with autocast:
       out = model(input_ids=texts, pixel_values=pixels)
-    ztxt = out.text_embeds.float().reshape(args.batch_size, 3, -1)
+    ztxt = out.text_embeds.float().reshape(batch_size, 3, -1)
     return torch_loss(out.image_embeds.float(), ztxt,
                       model.logit_scale.exp())
 
-  forward = torch.compile(loss_of) if args.torch_compile else loss_of
+  forward = torch.compile(loss_of) if compile_ else loss_of
 
   def step():
     optimizer.zero_grad(set_to_none=True)
@@ -206,96 +316,84 @@ def run_torch(args) -> dict:
 
   if device == "cuda":
     torch.cuda.reset_peak_memory_stats()
-  out = time_steps(step, args)
-  compiled = " + torch.compile" if args.torch_compile else ""
+  out = time_steps(step)
+  compiled = " + torch.compile" if compile_ else ""
   out.update(
       impl=f"transformers {transformers.__version__} (torch "
       f"{torch.__version__}){compiled}",
       device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
+      text_length=ids.shape[-1],
       peak_gib=(torch.cuda.max_memory_allocated() / 2**30
                 if device == "cuda" else float("nan")))
   return out
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--variant", default="B/32")
-  parser.add_argument("--batch_size", default="256",
-                      help="comma-separated global batch sizes")
-  parser.add_argument("--dtype", default="bfloat16",
-                      choices=("bfloat16", "float32"))
-  parser.add_argument("--steps", type=int, default=20)
-  parser.add_argument("--warmup", type=int, default=3)
-  parser.add_argument("--text_length", default="77",
-                      help="comma-separated text lengths L run (<= C)")
-  parser.add_argument("--max_tokens", type=int,
-                      help="texts end before this token (default: C); "
-                      "COCO captions and NegCLIP negatives: 45 at most")
-  parser.add_argument("--no_peer", action="store_true",
-                      help="time hardpos_jax only")
-  parser.add_argument("--torch_compile", action="store_true",
-                      help="also time the peer under torch.compile")
-  parser.add_argument("--tiny", action="store_true",
-                      help="a tiny model, for a CPU smoke run")
-  parser.add_argument("--worker", choices=("jax", "torch"),
-                      help=argparse.SUPPRESS)
-  parser.add_argument("--out", help="also write the rows as JSON here")
-  args = parser.parse_args()
-  if args.worker:
-    args.batch_size = int(args.batch_size)
-    args.text_length = int(args.text_length)
-    run = run_jax if args.worker == "jax" else run_torch
-    print("RESULT " + json.dumps(run(args)), flush=True)
+def main(argv):
+  if _WORKER.value:
+    batch_size, variant = int(_BATCH_SIZE.value[0]), argv[-1]
+    if _WORKER.value == "jax":
+      row = run_jax(batch_size, fixed_length=variant == "fixed")
+    else:
+      row = run_torch(batch_size, compile_=variant == "compiled")
+    print("RESULT " + json.dumps(row), flush=True)
     return
 
+  workers = [("jax", "adaptive")]
+  if _FIXED_LENGTH.value:
+    workers.append(("jax", "fixed"))
+  if not _NO_PEER.value:
+    workers.append(("torch", "eager"))
+    if _TORCH_COMPILE.value:
+      workers.append(("torch", "compiled"))
+  # Every flag but the batch sizes goes to the workers as given.
+  passed = [a for a in sys.argv[1:] if not a.startswith("--batch_size")]
   rows = []
-  workers = [("jax", [])]
-  if not args.no_peer:
-    workers.append(("torch", []))
-    if args.torch_compile:
-      workers.append(("torch", ["--torch_compile"]))
-  runs = [(batch, length, *worker)
-          for batch in args.batch_size.split(",")
-          for length in args.text_length.split(",") for worker in workers]
-  for batch, length, worker, extra in runs:
-    flags = [f"--worker={worker}", f"--variant={args.variant}",
-             f"--batch_size={batch}", f"--text_length={length}",
-             f"--dtype={args.dtype}", f"--steps={args.steps}",
-             f"--warmup={args.warmup}", *extra,
-             *([f"--max_tokens={args.max_tokens}"] if args.max_tokens else []),
-             *(["--tiny"] if args.tiny else [])]
-    # The PyTorch worker uses JAX only to make the weights, on the CPU.
-    env = {**os.environ, **({"JAX_PLATFORMS": "cpu"}
-                            if worker == "torch" else {})}
-    proc = subprocess.run([sys.executable, __file__, *flags], env=env,
-                          capture_output=True, text=True, check=False)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    if proc.returncode or not lines:
-      print(f"{worker} {' '.join(extra)} at batch {batch}, L={length} "
-            f"failed ({proc.returncode}):\n{proc.stderr[-3000:]}",
-            flush=True)
-      continue
-    row = {"batch": int(batch), "text_length": int(length),
-           **json.loads(lines[-1][len("RESULT "):])}
-    rows.append(row)
-    print(json.dumps(row), flush=True)
+  for batch in _BATCH_SIZE.value:
+    for worker, variant in workers:
+      # The PyTorch worker uses JAX only to make the weights, on the CPU.
+      env = {**os.environ, **({"JAX_PLATFORMS": "cpu"}
+                              if worker == "torch" else {})}
+      proc = subprocess.run(
+          [sys.executable, __file__, *passed, f"--worker={worker}",
+           f"--batch_size={batch}", variant],
+          env=env, capture_output=True, text=True, check=False)
+      lines = [l for l in proc.stdout.splitlines()
+               if l.startswith("RESULT ")]
+      if proc.returncode or not lines:
+        print(f"{worker} ({variant}) at batch {batch} failed "
+              f"({proc.returncode}):\n{proc.stderr[-3000:]}", flush=True)
+        continue
+      row = {"batch": int(batch), **json.loads(lines[-1][len("RESULT "):])}
+      row["model_tflop"] = 3 * forward_flops(
+          model_config(), row["batch"], 3 * row["batch"],
+          row["text_length"]) / 1e12
+      rows.append(row)
+      print(json.dumps(row), flush=True)
 
-  print(f"\n{'tiny' if args.tiny else args.variant}, {args.dtype}, K=1 HN "
-        "+ P=1 HP per image (3B texts), median of "
-        f"{args.steps} steps on {rows[0]['device'] if rows else '?'}\n")
+  peaks = [r["matmul_peak"] for r in rows if "matmul_peak" in r]
+  peak = max(peaks) if peaks else float("nan")
+  print(f"\n{'tiny' if _TINY.value else _VARIANT.value}, {_DTYPE.value}, "
+        f"K=1 HN + P=1 HP per image (3B texts, {_TEXTS.value} lengths), "
+        f"median of {_STEPS.value} steps on "
+        f"{rows[0]['device'] if rows else '?'}; matmul peak "
+        f"{peak / 1e12:.2f} TFLOP/s\n")
   print("| implementation | B | L | first call s | ms/step | images/s | "
-        "peak GiB | first loss |")
-  print("|---|---|---|---|---|---|---|---|")
+        "model TFLOP | TFLOP/s | % of peak | peak GiB (XLA temp) | "
+        "first loss |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
   for r in rows:
+    flops = r["model_tflop"] / (r["ms"] / 1e3)
+    temp = f" ({r['temp_gib']:.2f})" if "temp_gib" in r else ""
     print(f"| {r['impl']} | {r['batch']} | {r['text_length']} | "
           f"{r['first_call_s']:.1f} | "
           f"{r['ms']:.1f} (spread {r['ms_spread']:.1f}) | "
-          f"{1e3 * r['batch'] / r['ms']:.0f} | {r['peak_gib']:.2f} | "
-          f"{r['first_loss']:.5f} |")
-  if args.out:
-    with open(args.out, "w") as f:
+          f"{1e3 * r['batch'] / r['ms']:.1f} | {r['model_tflop']:.3f} | "
+          f"{flops:.3f} | {100 * flops * 1e12 / peak:.0f} | "
+          f"{r['peak_gib']:.2f}{temp} | {r['first_loss']:.5f} |")
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
       json.dump(rows, f, indent=2)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

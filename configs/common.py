@@ -56,6 +56,9 @@ def base_config(
   config.model = clip.model_config("B/32")  # must match config.init
 
   config.batch_size = 256  # global, over all devices of all hosts
+  # Micro-batches per step, holding one's activations at a time: the same
+  # update (the whole batch's negatives), for batches larger than memory.
+  config.accum_steps = 1
   config.num_epochs = 5
   config.total_steps = config_dict.placeholder(int)  # None: from num_epochs
 

@@ -37,13 +37,14 @@ from absl import app
 from absl import flags
 
 from hardpos_jax import caption_rules
-from tfds_builders.coco_hard_pos_neg import coco_hard_pos_neg
+from hardpos_jax import caption_tokens
+from tfds_builders.coco_hard_pos_neg import layout
 
 # Output files, relative to --output: the coco_hard_pos_neg manual_dir.
-SWAP_FILE = coco_hard_pos_neg.HARD_POSITIVE_FILES["swap"]
-REPLACE_FILE = coco_hard_pos_neg.HARD_POSITIVE_FILES["replace"]
-HARD_NEGATIVE_FILE = coco_hard_pos_neg.HARD_NEGATIVE_FILE
-NO_HARD_POSITIVE = coco_hard_pos_neg.NO_HARD_POSITIVE
+SWAP_FILE = layout.HARD_POSITIVE_FILES["swap"]
+REPLACE_FILE = layout.HARD_POSITIVE_FILES["replace"]
+HARD_NEGATIVE_FILE = layout.HARD_NEGATIVE_FILE
+NO_HARD_POSITIVE = layout.NO_HARD_POSITIVE
 
 
 class InputError(ValueError):
@@ -127,11 +128,11 @@ def parse_llm_output(text: str, caption: str, kind: str) -> str | None:
   if not lines:
     return None
   reply = lines[0].removeprefix("Output:").strip().strip("\"'").strip()
-  if not reply or reply == NO_HARD_POSITIVE or caption_rules.normal_form(
-      reply) == caption_rules.normal_form(caption):
+  if not reply or reply == NO_HARD_POSITIVE or caption_tokens.normal_form(
+      reply) == caption_tokens.normal_form(caption):
     return None
-  old = caption_rules.caption_words(caption)
-  new = caption_rules.caption_words(reply)
+  old = caption_tokens.caption_words(caption)
+  new = caption_tokens.caption_words(reply)
   if not new:
     return None
   if kind == "swap":

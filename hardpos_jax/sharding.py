@@ -10,6 +10,7 @@ import socket
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 BATCH_AXIS = "data"
@@ -76,6 +77,14 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
   PRNG keys must be raw uint32 arrays (`jax.random.PRNGKey`).
   """
   return jax.tree_util.tree_map(lambda x: put(x, replicated(mesh)), tree)
+
+
+def process_max(value: int) -> int:
+  """The largest of every process's `value` (each process calls it, in the
+  same order); no communication with one process."""
+  if jax.process_count() == 1:
+    return value
+  return int(np.max(multihost_utils.process_allgather(np.int32(value))))
 
 
 def initialize_distributed(coordinator_address: str | None = None,

@@ -203,6 +203,12 @@ def check_sizes(config: ml_collections.ConfigDict) -> None:
   if not 0 < length <= context:
     raise ValueError(f"config.input.text_length={length} must be in [1, "
                      f"config.model.text.context_length={context}]")
+  rows = input_pipeline.batch_rows(config.input, config.batch_size)
+  if config.accum_steps < 1 or rows % (config.accum_steps * jax.device_count()):
+    raise ValueError(
+        f"config.accum_steps={config.accum_steps} micro-batches of the "
+        f"{rows} rows of a step must each split evenly over the "
+        f"{jax.device_count()} devices")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -271,7 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     batches = input_pipeline.create_train_iterator(
         config.input, tokenizer=tokenizer, mesh=mesh,
         global_batch_size=config.batch_size, seed=config.seed,
-        start_step=start)
+        start_step=start, text_bucket=clip.text_bucket(config.model))
     step_fn = ts.make_train_step(config, mesh)
     lr_fn = ts.create_learning_rate_fn(config.optim, total_steps)
     progress = periodic_actions.ReportProgress(num_train_steps=total_steps,

@@ -6,8 +6,18 @@ the batch-sharded inputs (params replicated), and the loss is the shard_map-ed
 all-gathered columns. The same program runs on one CPU, 8 fake devices and a
 multi-host pod slice.
 
-Gradient accumulation is not implemented: a step always sees its whole global
-batch, whose negatives are the batch's own captions and HNs.
+With `accum_steps` > 1 the step still optimises the loss of its whole
+global batch, whose negatives are the batch's own captions and HNs, but holds
+the activations of one micro-batch at a time, as GradCache (Gao et al. 2021)
+and open_clip's `--accum-freq` do: embed every micro-batch without keeping
+activations, take the loss and its gradient with respect to the embeddings
+on the full batch, then back-propagate those gradients micro-batch by
+micro-batch through the towers.
+
+Texts may come at any length L up to the context: the input pipeline cuts a
+batch's texts to the shortest length bucket holding every EOT
+(`clip.text_bucket`), which gives the same loss and gradients as the full
+context, so a step costs what its captions need.
 """
 
 from collections.abc import Sequence
@@ -95,19 +105,90 @@ def create_train_state(config: ml_collections.ConfigDict, params: Any,
                            tx=create_optimizer(config.optim, lr_fn), rng=rng)
 
 
-def stack_texts(batch: dict[str, jax.Array]) -> jax.Array:
-  """[B, L] captions, [B, K, L] HNs, [B, P, L] HPs -> [B * (1 + K + P), L].
+def batch_texts(batch: dict[str, jax.Array]) -> jax.Array:
+  """[B, L] captions, [B, K, L] HNs, [B, P, L] HPs -> [B, 1 + K + P, L]."""
+  return jnp.concatenate([batch["text"][:, None], batch["hard_negatives"],
+                          batch["hard_positives"]], axis=1)
 
-  Row-major per example, so a batch-sharded input stays local per device.
+
+def embed(apply_fn, params: Any, images: jax.Array, texts: jax.Array
+          ) -> tuple[jax.Array, jax.Array]:
+  """Both towers: images [B, S, S, 3], texts [B, N, L] -> unit embeddings
+  [B, E] and [B, N, E].
+
+  The texts are flattened row-major per example, so a batch-sharded input
+  stays local per device.
   """
-  b, length = batch["text"].shape
-  texts = jnp.concatenate([batch["text"][:, None], batch["hard_negatives"],
-                           batch["hard_positives"]], axis=1)
-  return texts.reshape(b * texts.shape[1], length)
+  b, n, length = texts.shape
+  zimg, ztxt, _ = apply_fn({"params": params}, images,
+                           texts.reshape(b * n, length))
+  return zimg, ztxt.reshape(b, n, -1)
+
+
+def batch_loss(loss_fn, batch: dict[str, jax.Array], rng: jax.Array,
+               zimg: jax.Array, ztxt: jax.Array, logit_scale: jax.Array
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`loss_fn` on embeddings zimg [B, E] and ztxt [B, 1 + K + P, E] (caption,
+  HNs, HPs), with the batch's HN and HP masks."""
+  k = batch["hard_negatives"].shape[1]
+  p = batch["hard_positives"].shape[1]
+  return loss_fn(zimg, ztxt[:, 0], logit_scale=logit_scale,
+                 zneg=ztxt[:, 1:1 + k] if k else None,
+                 neg_mask=batch["hard_negative_mask"] if k else None,
+                 zpos=ztxt[:, 1 + k:] if p else None,
+                 pos_mask=batch["hard_positive_mask"] if p else None,
+                 rng=rng)
+
+
+def accumulated_grads(apply_fn, params: Any, images: jax.Array,
+                      texts: jax.Array, loss_of, steps: int,
+                      micro_sharding: jax.sharding.Sharding | None = None):
+  """The full-batch loss and gradients, one micro-batch's activations at a
+  time (GradCache).
+
+  Args:
+    apply_fn, params: the model.
+    images: [B, S, S, 3]; texts: [B, N, L].
+    loss_of: (zimg [B, E], ztxt [B, N, E], logit_scale) -> (loss, metrics).
+    steps: micro-batches, dividing B; micro-batch j holds rows j, j + steps,
+      j + 2 steps, ..., so each stays spread over every device.
+    micro_sharding: of the [steps, B / steps, ...] micro-batches.
+
+  Returns:
+    ((loss, metrics), grads), as `jax.value_and_grad(..., has_aux=True)`.
+  """
+
+  def split(x):
+    x = x.reshape(x.shape[0] // steps, steps, *x.shape[1:]).swapaxes(0, 1)
+    if micro_sharding is None:
+      return x
+    return jax.lax.with_sharding_constraint(x, micro_sharding)
+
+  def merge(x):
+    return x.swapaxes(0, 1).reshape(-1, *x.shape[2:])
+
+  micro = (split(images), split(texts))
+  # No gradient is taken through these, so no activations are kept.
+  zimg, ztxt = jax.tree.map(merge, jax.lax.map(
+      lambda xs: embed(apply_fn, params, *xs), micro))
+  (loss, metrics), (dimg, dtxt, dt) = jax.value_and_grad(
+      lambda zimg, ztxt, t: loss_of(zimg, ztxt, jnp.exp(t)),
+      argnums=(0, 1, 2), has_aux=True)(zimg, ztxt, params["t"])
+
+  def backward(total, xs):
+    inputs, cotangents = xs
+    _, vjp = jax.vjp(lambda p: embed(apply_fn, p, *inputs), params)
+    return jax.tree.map(jnp.add, total, vjp(cotangents)[0]), None
+
+  grads, _ = jax.lax.scan(backward, jax.tree.map(jnp.zeros_like, params),
+                          (micro, (split(dimg), split(dtxt))))
+  # The temperature enters the loss directly, not through the towers.
+  return (loss, metrics), {**grads, "t": grads["t"] + dt}
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *,
-               loss_fn, max_logit_scale: float
+               loss_fn, max_logit_scale: float, accum_steps: int = 1,
+               micro_sharding: jax.sharding.Sharding | None = None
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step on a global batch.
 
@@ -119,30 +200,25 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
       `texts_cut` [B] (the input pipeline's), its sum is a metric.
     loss_fn: from `losses.make_sharded_loss` (or `clip_loss` on one device).
     max_logit_scale: exp(t) is clamped to this after the update (CLIP: 100).
+    accum_steps: micro-batches per step (see `accumulated_grads`); the
+      update is the same for any value.
+    micro_sharding: of the micro-batches, when `accum_steps` > 1.
 
   Returns:
     (new state, metrics): the loss's terms and metrics, `loss`,
     `logit_scale`, `grad_norm` and `texts_cut`; all replicated scalars.
   """
-  k = batch["hard_negatives"].shape[1]
   rng = jax.random.fold_in(state.rng, state.step)
-
-  def loss_of(params):
-    zimg, zall, out = state.apply_fn({"params": params}, batch["image"],
-                                     stack_texts(batch))
-    zall = zall.reshape(zimg.shape[0], -1, zall.shape[-1])
-    loss, metrics = loss_fn(
-        zimg, zall[:, 0], logit_scale=out["logit_scale"],
-        zneg=zall[:, 1:1 + k] if k else None,
-        neg_mask=batch["hard_negative_mask"] if k else None,
-        zpos=zall[:, 1 + k:] if zall.shape[1] > 1 + k else None,
-        pos_mask=(batch["hard_positive_mask"] if zall.shape[1] > 1 + k
-                  else None),
-        rng=rng)
-    return loss, metrics
-
-  (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(
-      state.params)
+  loss_of = functools.partial(batch_loss, loss_fn, batch, rng)
+  images, texts = batch["image"], batch_texts(batch)
+  if accum_steps > 1:
+    (loss, metrics), grads = accumulated_grads(
+        state.apply_fn, state.params, images, texts, loss_of, accum_steps,
+        micro_sharding)
+  else:
+    (loss, metrics), grads = jax.value_and_grad(
+        lambda p: loss_of(*embed(state.apply_fn, p, images, texts),
+                          jnp.exp(p["t"])), has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads)
   # CLIP clamps the learned temperature so logits never exceed 100.
   params = dict(state.params)
@@ -163,6 +239,9 @@ def make_train_step(config: ml_collections.ConfigDict,
   loss_fn = losses.make_sharded_loss(
       mesh, axis=sharding.BATCH_AXIS, hp_mode=config.loss.hp_mode, neg_w=config.loss.neg_w,
       hp_replace_q=config.loss.hp_replace_q)
-  step = functools.partial(train_step, loss_fn=loss_fn,
-                           max_logit_scale=config.loss.max_logit_scale)
+  step = functools.partial(
+      train_step, loss_fn=loss_fn, max_logit_scale=config.loss.max_logit_scale,
+      accum_steps=config.accum_steps,
+      micro_sharding=jax.sharding.NamedSharding(
+          mesh, jax.sharding.PartitionSpec(None, sharding.BATCH_AXIS)))
   return jax.jit(step, donate_argnums=(0,))

@@ -18,9 +18,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import records
-import tfds_builders
+from tfds_builders import registered
 from tfds_builders import common
 from tfds_builders.coco_hard_pos_neg import coco_hard_pos_neg
+from tfds_builders.coco_hard_pos_neg import layout
 
 tf.config.set_visible_devices([], "GPU")
 tfds.disable_progress_bar()
@@ -391,7 +392,7 @@ COCO_ANNOTATIONS = [
 def write_coco(manual_dir, annotations=COCO_ANNOTATIONS):
   images = {9: RED, 25: GREEN, 30: BLUE}
   write_json(
-      manual_dir / coco_hard_pos_neg.CAPTIONS_FILE,
+      manual_dir / layout.CAPTIONS_FILE,
       {
           "images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in images],
           "annotations": [
@@ -403,12 +404,12 @@ def write_coco(manual_dir, annotations=COCO_ANNOTATIONS):
   for image_id, color in images.items():
     write_image(manual_dir / "train2017" / f"{image_id:012d}.jpg", color)
   write_lines(
-      manual_dir / coco_hard_pos_neg.HARD_NEGATIVE_FILE,
+      manual_dir / layout.HARD_NEGATIVE_FILE,
       [a[3] for a in annotations],
   )
   for kind, column in (("swap", 4), ("replace", 5)):
     write_lines(
-        manual_dir / coco_hard_pos_neg.HARD_POSITIVE_FILES[kind],
+        manual_dir / layout.HARD_POSITIVE_FILES[kind],
         [a[column] for a in annotations],
     )
 
@@ -467,7 +468,7 @@ def test_coco_n_images_of_five_captions(tmp_path):
   ]
   manual_dir = tmp_path / "manual"
   write_json(
-      manual_dir / coco_hard_pos_neg.CAPTIONS_FILE,
+      manual_dir / layout.CAPTIONS_FILE,
       {
           "images": [{"id": i, "file_name": f"{i}.jpg"} for i in range(n)],
           "annotations": [
@@ -478,10 +479,10 @@ def test_coco_n_images_of_five_captions(tmp_path):
   )
   for i in range(n):
     write_image(manual_dir / "train2017" / f"{i}.jpg", (10 * i, 0, 0))
-  write_lines(manual_dir / coco_hard_pos_neg.HARD_NEGATIVE_FILE,
+  write_lines(manual_dir / layout.HARD_NEGATIVE_FILE,
               [a[3] for a in annotations])
   for kind in ("swap", "replace"):
-    write_lines(manual_dir / coco_hard_pos_neg.HARD_POSITIVE_FILES[kind],
+    write_lines(manual_dir / layout.HARD_POSITIVE_FILES[kind],
                 ["None"] * len(annotations))
   builder = build("coco_hard_pos_neg", "coco", manual_dir, tmp_path)
   examples = read_split(builder, "train")
@@ -528,7 +529,7 @@ def test_coco_image_without_captions(tmp_path):
 def test_coco_line_count_mismatch(tmp_path):
   manual_dir = tmp_path / "manual"
   write_coco(manual_dir)
-  hp_file = manual_dir / coco_hard_pos_neg.HARD_POSITIVE_FILES["replace"]
+  hp_file = manual_dir / layout.HARD_POSITIVE_FILES["replace"]
   write_lines(hp_file, ["None"] * 3)
   assert_build_fails(
       "coco_hard_pos_neg",
@@ -904,7 +905,7 @@ def test_sugar_crepe_missing_file(tmp_path):
 def test_coco_bad_hard_negative_line(tmp_path, line, needles):
   manual_dir = tmp_path / "manual"
   write_coco(manual_dir)
-  hn_file = manual_dir / coco_hard_pos_neg.HARD_NEGATIVE_FILE
+  hn_file = manual_dir / layout.HARD_NEGATIVE_FILE
   lines = hn_file.read_text().splitlines()
   lines[1] = line
   hn_file.write_text("\n".join(lines) + "\n")
@@ -954,9 +955,9 @@ def test_coco_bad_annotation(tmp_path, bad, needles):
 @pytest.mark.parametrize(
     "name",
     [
-        coco_hard_pos_neg.CAPTIONS_FILE,
-        coco_hard_pos_neg.HARD_NEGATIVE_FILE,
-        coco_hard_pos_neg.HARD_POSITIVE_FILES["swap"],
+        layout.CAPTIONS_FILE,
+        layout.HARD_NEGATIVE_FILE,
+        layout.HARD_POSITIVE_FILES["swap"],
     ],
 )
 def test_coco_missing_file(tmp_path, name):
@@ -1036,6 +1037,6 @@ def test_read_image_keeps_rgb_jpeg_and_converts_the_rest(tmp_path):
 
 
 def test_registered():
-  assert tfds_builders  # Importing the package registers the builders.
+  assert registered  # Importing it registers the builders.
   for name in ("hard_positives", "sugar_crepe", "coco_hard_pos_neg"):
     assert name in tfds.list_builders()

@@ -13,6 +13,7 @@ import re
 
 import pytest
 
+from hardpos_jax import caption_lexicon
 from hardpos_jax import caption_rules
 from hardpos_jax import generate
 
@@ -43,7 +44,8 @@ def same_words(a, b):
   return norm(a) == norm(b)
 
 
-SYNONYMS = {**caption_rules.EXTRA_SYNONYMS, **caption_rules.BENCHMARK_SYNONYMS}
+SYNONYMS = {**caption_lexicon.EXTRA_SYNONYMS,
+            **caption_lexicon.BENCHMARK_SYNONYMS}
 
 
 def is_one_synonym(caption, replaced):

@@ -16,8 +16,8 @@ import tensorflow_datasets as tfds
 from hardpos_jax import caption_rules
 from hardpos_jax import generate
 import records
-import tfds_builders  # pylint: disable=unused-import  # Registers builders.
-from tfds_builders.coco_hard_pos_neg import coco_hard_pos_neg
+from tfds_builders import registered  # pylint: disable=unused-import
+from tfds_builders.coco_hard_pos_neg import layout
 
 tf.config.set_visible_devices([], "GPU")
 tfds.disable_progress_bar()
@@ -236,6 +236,16 @@ def test_cli(tmp_path):
       [e.text for e in n] for n in expected.hard_negatives]
 
 
+def test_import_needs_no_tensorflow():
+  # A fresh interpreter: this one has imported TF and TFDS already.
+  check = ("import sys, hardpos_jax.generate; print(sorted(m for m in"
+           " ('tensorflow', 'tensorflow_datasets') if m in sys.modules))")
+  result = subprocess.run([sys.executable, "-c", check], cwd=REPO,
+                          capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == "[]", result.stdout
+
+
 def test_builder_reads_generated_files(tmp_path):
   manual_dir = tmp_path / "manual"
   captions = ["a white cat and a black dog on a bed", "zzz qqq",
@@ -245,12 +255,12 @@ def test_builder_reads_generated_files(tmp_path):
       "annotations": [{"id": i + 10, "image_id": 9, "caption": c}
                       for i, c in enumerate(captions)],
   }
-  captions_path = manual_dir / coco_hard_pos_neg.CAPTIONS_FILE
+  captions_path = manual_dir / layout.CAPTIONS_FILE
   captions_path.parent.mkdir(parents=True)
   captions_path.write_text(json.dumps(coco))
-  (manual_dir / coco_hard_pos_neg.IMAGE_DIR).mkdir()
+  (manual_dir / layout.IMAGE_DIR).mkdir()
   Image.new("RGB", (16, 12), (200, 30, 40)).save(
-      manual_dir / coco_hard_pos_neg.IMAGE_DIR / "000000000009.jpg")
+      manual_dir / layout.IMAGE_DIR / "000000000009.jpg")
   generate.generate_files(captions_path, manual_dir)
   expected = generate.generate(captions, generate.RuleBackend(0))
 

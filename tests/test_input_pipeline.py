@@ -308,6 +308,26 @@ def test_global_batches(data_dir, tokenizer, mesh):
     np.testing.assert_array_equal(np.asarray(batch[key]), value)
 
 
+def test_batches_cut_texts_to_their_bucket(data_dir, tokenizer, mesh):
+  config = make_config(data_dir)
+  full = host_batches(config, tokenizer, (0, B))[0]
+  ids = np.concatenate([full[k].reshape(-1, config.text_length)
+                        for k in input_pipeline.TEXT_KEYS])
+  last_eot = int(np.flatnonzero(ids.any(axis=0)).max())
+  assert last_eot + 1 < config.text_length - 3  # there is something to cut
+  for bucket in (1, 3):
+    it = input_pipeline.create_train_iterator(
+        config, tokenizer=tokenizer, mesh=mesh, global_batch_size=B, seed=0,
+        text_bucket=bucket)
+    batch = jax.tree.map(np.asarray, next(it))
+    length = -(-(last_eot + 1) // bucket) * bucket
+    for key, value in full.items():
+      if key in input_pipeline.TEXT_KEYS:
+        assert not value[..., length:].any()  # only padding was cut
+        value = value[..., :length]
+      np.testing.assert_array_equal(batch[key], value, err_msg=key)
+
+
 def test_start_step_resumes_exactly(data_dir, tokenizer, mesh):
   config = make_config(data_dir)
 

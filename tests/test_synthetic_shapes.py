@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import records as records_lib
-import tfds_builders  # pylint: disable=unused-import
+from tfds_builders import registered  # pylint: disable=unused-import
 from tfds_builders.synthetic_shapes import world
 
 tf.config.set_visible_devices([], "GPU")

@@ -1,5 +1,6 @@
 """Train step: 1 device == 8 devices == 2 processes; optimiser details."""
 
+import functools
 import os
 import socket
 import subprocess
@@ -15,12 +16,15 @@ from jax.sharding import NamedSharding, PartitionSpec
 from hardpos_jax import losses
 from hardpos_jax import sharding
 from hardpos_jax import train_step as ts
+from hardpos_jax.data import input_pipeline
 import tiny
 
 
-def run(n_devices, steps=2, hp_mode="extra_row", params=None):
+def run(n_devices, steps=2, hp_mode="extra_row", params=None,
+        accum_steps=1):
   mesh = sharding.create_mesh(jax.devices()[:n_devices])
   config = tiny.train_config(hp_mode)
+  config.accum_steps = accum_steps
   params = tiny.init_params() if params is None else params
   state = ts.create_train_state(config, params, jax.random.PRNGKey(1), 10)
   state = sharding.replicate(state, mesh)
@@ -67,15 +71,85 @@ def test_eight_devices_equal_one(hp_mode):
   assert int(s8.step) == 2
 
 
+def loss_and_grads(batch, accum_steps=1, hp_mode="extra_row"):
+  """The step's loss and gradients on one device, at the batch's length."""
+  config = tiny.train_config(hp_mode)
+  loss_fn = functools.partial(losses.clip_loss, **config.loss.to_dict())
+  del loss_fn.keywords["max_logit_scale"]
+  model = ts.clip.CLIP(**tiny.model_config())
+  batch = jax.tree.map(jnp.asarray, batch)
+  loss_of = functools.partial(ts.batch_loss, loss_fn, batch,
+                              jax.random.PRNGKey(3))
+  images, texts = batch["image"], ts.batch_texts(batch)
+  if accum_steps > 1:
+    return ts.accumulated_grads(model.apply, tiny.init_params(), images,
+                                texts, loss_of, accum_steps)
+  return jax.value_and_grad(
+      lambda p: loss_of(*ts.embed(model.apply, p, images, texts),
+                        jnp.exp(p["t"])), has_aux=True)(tiny.init_params())
+
+
+def assert_grads_close(a, b, tol=1e-5):
+  """Gradient trees agree, relative to each tensor's scale, wherever the
+  gradient is defined (not float noise, see UNDEFINED)."""
+  a, b = flat(a), flat(b)
+  assert a.keys() == b.keys()
+  for key in [k for k in a if not k.endswith(UNDEFINED)]:
+    scale = max(np.abs(a[key]).max(), 1e-3)
+    np.testing.assert_allclose(a[key], b[key], atol=tol * scale, rtol=tol,
+                               err_msg=key)
+
+
+def test_short_texts_give_the_full_contexts_loss_and_gradients():
+  """Under the causal mask the EOT embedding ignores what follows it."""
+  batch = tiny.batch(0)
+  length = tiny.LENGTH // 2 + 1  # every text's EOT is at LENGTH // 2
+  short = {k: v[..., :length] if k in input_pipeline.TEXT_KEYS else v
+           for k, v in batch.items()}
+  np.testing.assert_array_equal(
+      input_pipeline.cut_texts(batch, 1)["hard_negatives"],
+      short["hard_negatives"])
+  (loss, _), grads = loss_and_grads(batch)
+  (short_loss, _), short_grads = loss_and_grads(short)
+  np.testing.assert_allclose(short_loss, loss, rtol=1e-6)
+  # Positions past every EOT get no gradient at the full length either.
+  pos = grads["txt"]["pos_embedding"]
+  assert not np.asarray(pos[length:]).any() and np.asarray(pos[:length]).any()
+  assert_grads_close(short_grads, grads)
+
+
+@pytest.mark.parametrize("hp_mode", ["extra_row", "replace"])
+def test_accumulation_gives_the_full_batch_gradients(hp_mode):
+  """GradCache: 4 micro-batches, HN columns and HP rows on, one update."""
+  batch = tiny.batch(0)
+  (loss, metrics), grads = loss_and_grads(batch, hp_mode=hp_mode)
+  (acc_loss, acc_metrics), acc_grads = loss_and_grads(batch, 4, hp_mode)
+  np.testing.assert_allclose(acc_loss, loss, rtol=1e-6)
+  for key in metrics:
+    np.testing.assert_allclose(acc_metrics[key], metrics[key], rtol=1e-5,
+                               atol=1e-6, err_msg=key)
+  assert np.asarray(acc_grads["t"]) != 0
+  assert_grads_close(acc_grads, grads)
+
+
+def test_accumulated_step_on_eight_devices_equals_one_plain_step():
+  s1, h1 = run(1)
+  s8, h8 = run(8, accum_steps=4)
+  for m1, m8 in zip(h1, h8):
+    np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m8["grad_norm"], m1["grad_norm"], rtol=1e-5)
+  assert_params_close(s1.params, s8.params)
+
+
 def test_step_matches_unsharded_reference_loss():
   """The step's loss is `clip_loss` on the whole batch, single device."""
   _, history = run(8, steps=1)  # donates its own copy of the params
   params = tiny.init_params()
   batch = tiny.batch(0)
   model = ts.clip.CLIP(**tiny.model_config())
-  zimg, zall, out = model.apply({"params": params}, batch["image"],
-                                ts.stack_texts(batch))
-  zall = zall.reshape(8, 4, -1)
+  zimg, zall = ts.embed(model.apply, params, batch["image"],
+                        ts.batch_texts(batch))
+  out = {"logit_scale": np.exp(params["t"])}
   ref, _ = losses.clip_loss(
       zimg, zall[:, 0], logit_scale=out["logit_scale"], zneg=zall[:, 1:3],
       neg_mask=batch["hard_negative_mask"], zpos=zall[:, 3:],

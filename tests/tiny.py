@@ -23,6 +23,7 @@ def model_config() -> dict:
 def train_config(hp_mode: str = "extra_row") -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       model=model_config(),
+      accum_steps=1,
       optim=dict(lr=1e-2, warmup_steps=1, b1=0.9, b2=0.98, eps=1e-6,
                  weight_decay=0.2, grad_clip=1.0, lr_mults=()),
       loss=dict(hp_mode=hp_mode, neg_w=1.0, hp_replace_q=0.5,

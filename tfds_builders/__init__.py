@@ -1,6 +1,8 @@
-"""TFDS builders of hardpos_jax; importing this registers them with tfds."""
+"""TFDS builders of hardpos_jax.
 
-from tfds_builders import coco_hard_pos_neg
-from tfds_builders import hard_positives
-from tfds_builders import sugar_crepe
-from tfds_builders import synthetic_shapes
+`import tfds_builders.registered` registers every builder with tfds;
+importing one builder's module registers that one. The package itself
+imports nothing, so that its TF-free parts (e.g.
+`coco_hard_pos_neg/layout.py`, shared with the generator) load without
+tensorflow_datasets.
+"""

@@ -46,10 +46,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hardpos_jax import sharding as sharding_lib
+from hardpos_jax import tokenizer as tokenizer_lib
 from hardpos_jax.data import neighbours_file
 from hardpos_jax.data import preprocess
 from hardpos_jax.data import sampling
-import tfds_builders  # pylint: disable=unused-import  # registers the builders
+from tfds_builders import registered  # pylint: disable=unused-import  # registers the builders
 
 HARD_POSITIVE_KINDS = {
     "swap": ("swap",),
@@ -320,13 +321,33 @@ def batch_rows(config: ml_collections.ConfigDict,
   return global_batch_size * (2 if config.hard_images else 1)
 
 
+TEXT_KEYS = ("text", "hard_negatives", "hard_positives")
+
+
+def cut_texts(batch: dict[str, np.ndarray], bucket: int
+              ) -> dict[str, np.ndarray]:
+  """`batch` with its texts [..., L] cut to the shortest multiple of
+  `bucket` holding every EOT of the global batch (all processes agree).
+
+  Exact with a causal mask and EOT pooling (see `clip.text_bucket`).
+  """
+  length = batch["text"].shape[-1]
+  ids = np.concatenate([batch[k].reshape(-1, length) for k in TEXT_KEYS])
+  used = sharding_lib.process_max(tokenizer_lib.used_length(ids, bucket))
+  return {k: v[..., :used] if k in TEXT_KEYS else v
+          for k, v in batch.items()}
+
+
 class GlobalBatches(Iterator[dict[str, jax.Array]]):
-  """Host batches turned into global arrays sharded over the batch axis."""
+  """Host batches turned into global arrays sharded over the batch axis;
+  with `text_bucket`, their texts cut by `cut_texts`."""
 
   def __init__(self, host_batches: tf.data.Dataset,
-               sharding: jax.sharding.Sharding, global_rows: int):
+               sharding: jax.sharding.Sharding, global_rows: int,
+               text_bucket: int | None = None):
     self._sharding = sharding
     self._global_rows = global_rows
+    self._text_bucket = text_bucket
     # tf.data threads running a Python generator while the interpreter shuts
     # down can hang the process at exit, so the pipeline is dropped first:
     # `weakref.finalize` runs at exit, on `close` or when this is collected.
@@ -352,6 +373,8 @@ class GlobalBatches(Iterator[dict[str, jax.Array]]):
       self.close()
       raise
     local = jax.tree.map(np.asarray, local)
+    if self._text_bucket:
+      local = cut_texts(local, self._text_bucket)
     return {
         k: jax.make_array_from_process_local_data(
             self._sharding, v, (self._global_rows, *v.shape[1:]))
@@ -362,7 +385,8 @@ class GlobalBatches(Iterator[dict[str, jax.Array]]):
 def create_train_iterator(config: ml_collections.ConfigDict, *,
                           tokenizer: Any, mesh: jax.sharding.Mesh,
                           global_batch_size: int, seed: int,
-                          start_step: int = 0) -> GlobalBatches:
+                          start_step: int = 0,
+                          text_bucket: int | None = None) -> GlobalBatches:
   """Endless training batches from step `start_step` on.
 
   Args:
@@ -372,6 +396,8 @@ def create_train_iterator(config: ml_collections.ConfigDict, *,
     global_batch_size: B, units drawn per step across all processes.
     seed: the data order's seed.
     start_step: the step of the first batch (the position to resume at).
+    text_bucket: cut each batch's texts to a multiple of this (`cut_texts`;
+      `clip.text_bucket(model)` where exact), or None: L as configured.
 
   Returns:
     An iterator of dicts of global arrays of R = `batch_rows(config, B)`
@@ -380,7 +406,8 @@ def create_train_iterator(config: ml_collections.ConfigDict, *,
     [R, K, L], `hard_negative_mask` bool [R, K], `hard_positives` int32
     [R, P, L], `hard_positive_mask` bool [R, P], `caption_id` int32 [R],
     `texts_cut` int32 [R] (each row's texts longer than L, cut). Missing
-    hard negatives/positives are masked out and their ids are 0.
+    hard negatives/positives are masked out and their ids are 0. With
+    `text_bucket`, L is each batch's own.
   """
   sharding = sharding_lib.batch_sharding(mesh, global_batch_size)
   rows = batch_rows(config, global_batch_size)
@@ -389,4 +416,4 @@ def create_train_iterator(config: ml_collections.ConfigDict, *,
       text_encoder=TextEncoder(tokenizer, config.text_length),
       global_batch_size=global_batch_size, seed=seed, start_step=start_step,
       rows=sharding_lib.host_rows(sharding, rows))
-  return GlobalBatches(ds, sharding, rows)
+  return GlobalBatches(ds, sharding, rows, text_bucket)

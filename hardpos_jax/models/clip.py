@@ -93,7 +93,7 @@ class CLIP(nn.Module):
   embed_dim: int
   image_size: int = 224
   dtype: str = "float32"
-  remat: bool = False
+  remat: bool | str = False
   # log(1/0.07), OpenAI CLIP's initial temperature.
   t_init: float = math.log(1 / 0.07)
 
@@ -181,14 +181,21 @@ def towers(config: Mapping[str, Any], precision: str = "highest",
   return at_precision(image), at_precision(text)
 
 
-def text_length(config: Mapping[str, Any], ids: np.ndarray) -> int:
-  """L to run token ids [N, C] at: exact for every row.
+def text_bucket(config: Mapping[str, Any]) -> int | None:
+  """The multiple texts may be cut to, or None where only the full context
+  is exact.
 
-  With a causal mask and EOT pooling tokens after EOT never reach the
-  output, so L is the shortest multiple of `TEXT_BUCKET` holding every
-  row's EOT; otherwise the full context C.
+  With a causal mask and EOT pooling, tokens after EOT never reach the
+  output, so any L holding every row's EOT gives the same embeddings and
+  gradients; rounding L up to a multiple of `TEXT_BUCKET` bounds the number
+  of compiled shapes.
   """
   text = config["text"]
-  if not (text["causal"] and text["pool"] == "eot"):
-    return ids.shape[1]
-  return tokenizer_lib.used_length(ids, TEXT_BUCKET)
+  return TEXT_BUCKET if text["causal"] and text["pool"] == "eot" else None
+
+
+def text_length(config: Mapping[str, Any], ids: np.ndarray) -> int:
+  """L to run token ids [N, C] at: exact for every row (see `text_bucket`);
+  the full context C where shortening is not exact."""
+  bucket = text_bucket(config)
+  return tokenizer_lib.used_length(ids, bucket) if bucket else ids.shape[1]

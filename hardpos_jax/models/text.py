@@ -35,7 +35,7 @@ class TextTransformer(nn.Module):
   causal: bool = True
   head_bias: bool = False
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
 
   @nn.compact
   def __call__(self, text: jax.Array) -> tuple[jax.Array, dict]:
@@ -68,11 +68,10 @@ class TextTransformer(nn.Module):
         (self.context_length, self.width),
     )
     x = x + pos[:length].astype(x.dtype)
-    mask = nn.make_causal_mask(text) if self.causal else None
     x = transformer.Encoder(
         self.depth, self.num_heads, self.mlp_dim, self.act, self.dtype,
-        self.remat, name="encoder",
-    )(x, mask)
+        self.remat, self.causal, name="encoder",
+    )(x)
     x = transformer.layer_norm("ln_final", self.dtype)(x)
     out["encoded"] = x
     if self.pool == "eot":

@@ -10,6 +10,7 @@ Params of an `Encoder` of depth N (W width, H heads, M mlp width):
   block_{i}/mlp/proj/{kernel [M, W], bias [W]}
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -44,6 +45,34 @@ def layer_norm(name: str, dtype: Any) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, name=name)
 
 
+def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array,
+                    *, causal: bool) -> jax.Array:
+  """Flax's `attention_fn` as `jax.nn.dot_product_attention`.
+
+  The causal mask is passed as `is_causal`, not as an [S, S] mask, so that
+  on GPU cuDNN's fused (flash) kernel runs it without reading a mask. cuDNN
+  is asked for where it can apply (a GPU, bfloat16 or float16); where it
+  turns the shape down at trace time, and everywhere else, XLA runs
+  softmax(QK^T / sqrt(d)) V with float32 logits and softmax.
+
+  Args:
+    query, key, value: [N, S, H, W/H].
+    causal: whether position i attends only to positions <= i.
+
+  Returns:
+    [N, S, H, W/H].
+  """
+  if (jax.default_backend() == "gpu"
+      and query.dtype in (jnp.bfloat16, jnp.float16)):
+    try:
+      return jax.nn.dot_product_attention(query, key, value, is_causal=causal,
+                                          implementation="cudnn")
+    except (NotImplementedError, ValueError, RuntimeError):
+      pass  # A head size or length cuDNN does not take: XLA's below.
+  return jax.nn.dot_product_attention(query, key, value, is_causal=causal,
+                                      implementation="xla")
+
+
 class MlpBlock(nn.Module):
   """Dense -> activation -> Dense."""
 
@@ -66,45 +95,61 @@ class EncoderBlock(nn.Module):
   mlp_dim: int
   act: str = "quick_gelu"
   dtype: Any = jnp.float32
+  causal: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+  def __call__(self, x: jax.Array) -> jax.Array:
     y = layer_norm("ln_1", self.dtype)(x)
     y = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, dtype=self.dtype, name="attn"
-    )(y, y, mask=mask)
+        num_heads=self.num_heads, dtype=self.dtype,
+        attention_fn=functools.partial(fused_attention, causal=self.causal),
+        name="attn")(y, y)
     x = x + y
     y = layer_norm("ln_2", self.dtype)(x)
     y = MlpBlock(self.mlp_dim, self.act, self.dtype, name="mlp")(y)
     return x + y
 
 
+# `remat` names a `jax.checkpoint_policies` policy: what a rematerialised
+# block keeps for the backward pass (everything else is recomputed).
+REMAT_POLICIES = ("nothing_saveable", "dots_saveable",
+                  "dots_with_no_batch_dims_saveable")
+
+
 class Encoder(nn.Module):
-  """A stack of `depth` EncoderBlocks; `remat` trades compute for memory."""
+  """A stack of `depth` EncoderBlocks.
+
+  `remat` (False, True = "nothing_saveable", or one of REMAT_POLICIES)
+  trades compute for activation memory.
+  """
 
   depth: int
   num_heads: int
   mlp_dim: int
   act: str = "quick_gelu"
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
+  causal: bool = False
 
   @nn.compact
-  def __call__(
-      self, x: jax.Array, mask: jax.Array | None = None
-  ) -> jax.Array:
+  def __call__(self, x: jax.Array) -> jax.Array:
     """Runs the blocks.
 
     Args:
       x: [N, S, W] token sequence.
-      mask: optional [N or 1, 1, S, S] boolean attention mask.
 
     Returns:
       [N, S, W].
     """
-    block_cls = nn.remat(EncoderBlock) if self.remat else EncoderBlock
+    block_cls = EncoderBlock
+    if self.remat:
+      policy = "nothing_saveable" if self.remat is True else self.remat
+      if policy not in REMAT_POLICIES:
+        raise ValueError(f"Unknown remat policy {policy!r}; choose from "
+                         f"{REMAT_POLICIES}")
+      block_cls = nn.remat(
+          EncoderBlock, policy=getattr(jax.checkpoint_policies, policy))
     for i in range(self.depth):
-      x = block_cls(
-          self.num_heads, self.mlp_dim, self.act, self.dtype, name=f"block_{i}"
-      )(x, mask)
+      x = block_cls(self.num_heads, self.mlp_dim, self.act, self.dtype,
+                    self.causal, name=f"block_{i}")(x)
     return x

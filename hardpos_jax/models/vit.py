@@ -38,7 +38,7 @@ class VisionTransformer(nn.Module):
   ln_pre: bool = True
   head_bias: bool = False
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
 
   @nn.compact
   def __call__(self, images: jax.Array) -> tuple[jax.Array, dict]:

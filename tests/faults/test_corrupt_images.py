@@ -16,6 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tfds_builders import common
+from tfds_builders import registered  # pylint: disable=unused-import
 
 SOURCE = "vl_checklist_attributes.json"
 # (image id, how its file is written); row i of the source uses image i.

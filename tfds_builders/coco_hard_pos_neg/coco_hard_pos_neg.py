@@ -41,32 +41,20 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from tfds_builders import common
+from tfds_builders.coco_hard_pos_neg import layout
 
-CAPTIONS_FILE = "annotations/captions_train2017.json"
-IMAGE_DIR = "train2017"
-HARD_POSITIVE_FILES = {
-    "swap": "hard_positives_ft/swap_hp.jsonl",
-    "replace": "hard_positives_ft/replace_hp.jsonl",
-}
-HARD_NEGATIVE_FILE = "hard_negatives/hard_negatives.jsonl"
-# How the released HP files mark a caption without a hard positive.
-NO_HARD_POSITIVE = "None"
-
-NEGCLIP_FILES = {
-    "train": "train_neg_clip.tsv",
-    "validation": "valid_neg_clip.tsv",
-}
 _NEGCLIP_COLUMNS = ("title", "filepath", "neg_caption")
 # Optional: without it, no hard-negative images.
 _NEGCLIP_NEG_IMAGE = "neg_image"
 
 _MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
-coco: manual_dir holds `{CAPTIONS_FILE}` and `{IMAGE_DIR}/` from COCO 2017,
-`{HARD_POSITIVE_FILES["swap"]}` and `{HARD_POSITIVE_FILES["replace"]}` from
-github.com/amitakamath/hard_positives, and `{HARD_NEGATIVE_FILE}`.
-negclip: manual_dir holds `{NEGCLIP_FILES["train"]}` and/or
-`{NEGCLIP_FILES["validation"]}` from NegCLIP, and the images at the paths of
-their `filepath` column (`coco/train2014/...`, `coco/val2014/...`).
+coco: manual_dir holds `{layout.CAPTIONS_FILE}` and `{layout.IMAGE_DIR}/`
+from COCO 2017, `{layout.HARD_POSITIVE_FILES["swap"]}` and
+`{layout.HARD_POSITIVE_FILES["replace"]}` from
+github.com/amitakamath/hard_positives, and `{layout.HARD_NEGATIVE_FILE}`.
+negclip: manual_dir holds `{layout.NEGCLIP_FILES["train"]}` and/or
+`{layout.NEGCLIP_FILES["validation"]}` from NegCLIP, and the images at the
+paths of their `filepath` column (`coco/train2014/...`, `coco/val2014/...`).
 See docs/data.md.
 """
 
@@ -134,12 +122,13 @@ class CocoHardPosNeg(common.ManualDataBuilder):
           "train", inputs.captions_path, items, make_example))}
     paths = {
         split: manual_dir / name
-        for split, name in NEGCLIP_FILES.items()
+        for split, name in layout.NEGCLIP_FILES.items()
         if (manual_dir / name).is_file()
     }
     if not paths:
       raise common.DataError(
-          f"{manual_dir} holds neither {' nor '.join(NEGCLIP_FILES.values())}"
+          f"{manual_dir} holds neither"
+          f" {' nor '.join(layout.NEGCLIP_FILES.values())}"
       )
     splits = {}
     for split, path in paths.items():
@@ -181,7 +170,7 @@ def _read_coco(manual_dir: pathlib.Path) -> _CocoInputs:
       with `annotations`, an annotation's image is not in `images`, or an
       image id is given twice.
   """
-  captions_path = manual_dir / CAPTIONS_FILE
+  captions_path = manual_dir / layout.CAPTIONS_FILE
   coco = common.read_json(captions_path)
   try:
     images = common.field(coco, "images", list)
@@ -225,10 +214,10 @@ def _read_coco(manual_dir: pathlib.Path) -> _CocoInputs:
       image_ids=list(images_by_id),
       images_by_id=images_by_id,
       annotations_of=dict(annotations_of),
-      hard_negatives=aligned_lines(HARD_NEGATIVE_FILE),
+      hard_negatives=aligned_lines(layout.HARD_NEGATIVE_FILE),
       hard_positives={
           kind: aligned_lines(name)
-          for kind, name in HARD_POSITIVE_FILES.items()
+          for kind, name in layout.HARD_POSITIVE_FILES.items()
       },
   )
 
@@ -247,7 +236,7 @@ def _coco_caption(inputs: _CocoInputs, index: int) -> common.Example:
   for kind, (path, lines) in inputs.hard_positives.items():
     hard_positive = common.parse_json_line(path, index, lines[index])
     common.check_text(hard_positive, f"{path}, line {index + 1}")
-    if hard_positive != NO_HARD_POSITIVE:
+    if hard_positive != layout.NO_HARD_POSITIVE:
       hard_positives.append(hard_positive)
       kinds.append(kind)
   return {
@@ -274,7 +263,8 @@ def _coco_example(inputs: _CocoInputs, shorter_side: int | None,
     except common.DataError as e:
       raise common.DataError(f"annotations[{index}]: {e}") from e
   file_name = common.text(inputs.images_by_id[image_id], "file_name")
-  image_path = common.manual_path(inputs.manual_dir / IMAGE_DIR, file_name)
+  image_path = common.manual_path(inputs.manual_dir / layout.IMAGE_DIR,
+                                  file_name)
   return k, {
       "image": common.read_image(image_path, shorter_side=shorter_side),
       "image_id": str(image_id),

@@ -1,5 +1,1 @@
 """The synthetic_shapes and synthetic_shapes_benchmark TFDS builders."""
-from tfds_builders.synthetic_shapes.synthetic_shapes import (
-    SyntheticShapes,
-    SyntheticShapesBenchmark,
-)

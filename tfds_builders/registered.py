@@ -1,0 +1,7 @@
+"""Importing this registers every hardpos_jax builder with tfds."""
+
+# pylint: disable=unused-import
+from tfds_builders.coco_hard_pos_neg import coco_hard_pos_neg
+from tfds_builders.hard_positives import hard_positives
+from tfds_builders.sugar_crepe import sugar_crepe
+from tfds_builders.synthetic_shapes import synthetic_shapes
