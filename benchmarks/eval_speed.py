@@ -12,35 +12,47 @@ transform and decoding threads.
 
   * evaluator: `scoring.score_split` on each subset, timed end to end,
     compilation included.
+  * where the time goes: the evaluator's parts timed apart (decoding and
+    OpenAI's transform of one image on one thread, a compiled image-tower
+    and text-tower batch, their compilation), the image tower's rate against
+    its FLOP-bound rate at the matmul peak measured in the same run, and the
+    full 56,191-item benchmark's time projected from these.
   * per-item loop (run_eval.py's style): batches of 16 items; each item
     decodes its image and tokenizes its 3 captions at 77 tokens; one jitted
     call embeds the 16 images, one the 48 captions. It is timed on the first
     `--loop_items` items (after one untimed batch that compiles) and its
     rate is extrapolated to the whole benchmark.
 
-  .venv/bin/python benchmarks/eval_speed.py [--scale 0.1] [--variant small]
-      [--data ../shared/data/hard_positives]
+  .venv/bin/python benchmarks/eval_speed.py [--scale=0.1] [--variant=small]
+      [--data=../shared/data/hard_positives]
 """
 
-import argparse
 import concurrent.futures
 import functools
 import io
 import json
 import os
 from pathlib import Path
+import statistics
+import sys
 import time
 
+from absl import app
+from absl import flags
 import jax
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import flops
 from hardpos_jax import metrics
 from hardpos_jax.data import eval_transform
 from hardpos_jax.evals import hard_positives
 from hardpos_jax.evals import scoring
 from hardpos_jax.models import clip
 from hardpos_jax.tokenizer import Tokenizer
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 # (items, images) of the released subsets; swap crops a region per item.
 SHAPES = {"replace_att": (10_575, 4_947), "replace_rel": (16_868, 6_776),
@@ -66,6 +78,16 @@ SYNONYMS = {"white": "ivory", "black": "ebony", "blue": "sapphire",
             "old": "aged", "young": "youthful", "wet": "damp"}
 RELATIONS = ("in", "on", "near", "behind", "under", "holding", "wearing",
              "above", "next to", "riding")
+_SCALE = flags.DEFINE_float("scale", 1.0,
+                            "fraction of each subset's items and images")
+_VARIANT = flags.DEFINE_string("variant", "small",
+                               "'small' or a clip.VARIANTS name such as B/32")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "evaluator batch")
+_LOOP_ITEMS = flags.DEFINE_integer("loop_items", 800,
+                                   "items the per-item loop is timed on")
+_DATA = flags.DEFINE_string("data", str(_DEFAULT_DATA),
+                            "the released hard_positives files, if any")
+
 # Small enough to time on two CPU cores; `--variant B/32` for the real size.
 SMALL = dict(
     image=dict(width=256, depth=4, num_heads=4, mlp_dim=1024, patch_size=32),
@@ -169,35 +191,81 @@ def per_item_loop(config: dict, params, tokenizer: Tokenizer, source,
   return np.concatenate(scores), time.perf_counter() - start
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--scale", type=float, default=1.0,
-                      help="Fraction of each subset's items and images.")
-  parser.add_argument("--variant", default="small",
-                      help="'small' or a clip.VARIANTS name such as B/32.")
-  parser.add_argument("--batch_size", type=int, default=256)
-  parser.add_argument("--loop_items", type=int, default=800,
-                      help="Items the per-item loop is timed on.")
-  parser.add_argument("--data", type=Path, default=_DEFAULT_DATA,
-                      help="The released hard_positives files, if any.")
-  args = parser.parse_args()
+def timed(fn, repeats: int = 3) -> tuple[float, float]:
+  """(seconds of the first call, median seconds of `repeats` more)."""
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return first, statistics.median(times)
 
+
+def where_time_goes(config: dict, params, encoders: scoring.Encoders,
+                    sources: dict, scores: dict) -> None:
+  """Times the evaluator's parts apart and projects the full benchmark."""
+  size, batch = config["image_size"], encoders.batch_size
+  jpegs = [r["image"] for r in sources["swap"].records[:32]]
+  start = time.perf_counter()
+  pixels = [eval_transform.clip_eval_image(eval_transform.decode_rgb(j), size)
+            for j in jpegs]
+  decode_s = (time.perf_counter() - start) / len(jpegs)
+  # Fresh towers, so that their first call compiles.
+  image_fn, text_fn = clip.towers(config, encoders.precision,
+                                  encoders.replicated)
+  params = jax.device_put(params, encoders.replicated)
+  images = jax.device_put(np.stack((pixels * batch)[:batch]),
+                          encoders.batch_sharding)
+  image_first, image_s = timed(lambda: image_fn(params, images))
+  length = max(s.text_length for s in scores.values())
+  texts = jax.device_put(np.ones((batch, length), np.int32),
+                         encoders.batch_sharding)
+  text_first, text_s = timed(lambda: text_fn(params, texts))
+  peak = flops.matmul_peak("float32")
+  bound = peak / flops.forward_flops(config, 1, 0, 0)
+  rate = batch / image_s
+  print(f"image: decode + transform {1e3 * decode_s:.1f} ms per image on one "
+        f"thread; tower {rate:.1f} images/s compiled, batch {batch} "
+        f"({100 * rate / bound:.0f} % of the {bound:.1f} images/s FLOP bound "
+        f"at the {peak / 1e9:.0f} GFLOP/s matmul peak); compile "
+        f"{image_first - image_s:.1f} s")
+  print(f"text:  tower {batch / text_s:.0f} texts/s at L={length}; compile "
+        f"{text_first - text_s:.1f} s per length")
+  items = sum(len(s.index) for s in scores.values())
+  full_items = sum(n for n, _ in SHAPES.values())
+  full_images = sum(m for _, m in SHAPES.values())
+  full_texts = sum(s.num_texts for s in scores.values()) * full_items / items
+  lengths = len({s.text_length for s in scores.values()})
+  compile_s = image_first - image_s + lengths * (text_first - text_s)
+  towers_s = (full_images * image_s + full_texts * text_s) / batch
+  print(f"projected full benchmark ({full_items} items, {full_images} images, "
+        f"~{full_texts:.0f} texts): {(compile_s + towers_s) / 60:.1f} min on "
+        f"the towers ({compile_s:.0f} s compiling), plus "
+        f"{full_images * decode_s / os.cpu_count() / 60:.1f} min of decoding "
+        f"if it does not overlap")
+
+
+def main(argv) -> None:
+  del argv
   tokenizer = Tokenizer()
-  config = (clip.model_config(**SMALL) if args.variant == "small"
-            else clip.model_config(args.variant))
+  config = (clip.model_config(**SMALL) if _VARIANT.value == "small"
+            else clip.model_config(_VARIANT.value))
   params = clip.init_params(config, jax.random.key(0))
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
   workers = concurrent.futures.ThreadPoolExecutor(os.cpu_count())
   start = time.perf_counter()
-  sources = make_benchmark(args.scale, args.data, workers)
+  sources = make_benchmark(_SCALE.value, Path(_DATA.value), workers)
   origins = {k: origin for k, (_, origin) in sources.items()}
   sources = {k: source for k, (source, _) in sources.items()}
   total = sum(len(s) for s in sources.values())
   print(f"{total} items generated in {time.perf_counter() - start:.0f} s; "
-        f"model {args.variant}, {jax.device_count()} "
+        f"model {_VARIANT.value}, {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s), {os.cpu_count()} CPU threads")
 
-  encoders = scoring.create_encoders(config, mesh, args.batch_size)
+  encoders = scoring.create_encoders(config, mesh, _BATCH_SIZE.value)
   start = time.perf_counter()
   scores = {subset: scoring.score_split(encoders, params, tokenizer, source,
                                         hard_positives.TEXT_KEYS,
@@ -209,8 +277,9 @@ def main() -> None:
           f"{s.num_texts} {origins[subset]} texts at L={s.text_length}")
   print(f"evaluator      {total / seconds:10.1f} items/s  ({seconds:.1f} s, "
         "compilation included)")
+  where_time_goes(config, params, encoders, sources, scores)
 
-  sample = min(args.loop_items, len(sources["swap"]))
+  sample = min(_LOOP_ITEMS.value, len(sources["swap"]))
   loop_scores, loop_seconds = per_item_loop(config, params, tokenizer,
                                             sources["swap"], sample, workers)
   rate = len(loop_scores) / loop_seconds
@@ -226,4 +295,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -49,13 +49,13 @@ import time
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import flops
 from configs import pos_neg
 from hardpos_jax import convert
 from hardpos_jax import sharding
@@ -144,45 +144,6 @@ def make_inputs(config: dict, batch: int) -> tuple[np.ndarray, np.ndarray]:
           text_ids(config, batch))
 
 
-def forward_flops(config: dict, images: int, texts: int, length: int) -> int:
-  """Matmul FLOPs of both towers' forward pass: `images` images and `texts`
-  texts of `length` tokens (2 per multiply-add; norms, softmax and the
-  loss left out, a fraction of a percent)."""
-
-  def encoder(tower, tokens, seq):
-    w, m = tower["width"], tower["mlp_dim"]
-    # q, k, v, out projections and the MLP, per token; QK^T and AV per pair.
-    per_token = 2 * (4 * w * w + 2 * w * m) + 2 * 2 * seq * w
-    return tower["depth"] * tokens * per_token
-
-  img, txt, e = config["image"], config["text"], config["embed_dim"]
-  patches = (config["image_size"] // img["patch_size"]) ** 2
-  seq = patches + (img.get("pool", "cls") == "cls")
-  image = images * (2 * patches * img["patch_size"] ** 2 * 3 * img["width"]
-                    + 2 * img["width"] * e) + encoder(img, images * seq, seq)
-  text = texts * 2 * txt["width"] * e + encoder(txt, texts * length, length)
-  return image + text
-
-
-def matmul_peak(dtype: str) -> float:
-  """FLOP/s of large jitted square matmuls on the default device: the best
-  over three sizes of the median of 5 calls."""
-  sizes = (1024, 2048, 4096) if jax.default_backend() == "cpu" else (
-      4096, 8192, 16384)
-  best = 0.0
-  for n in sizes:
-    a = jnp.ones((n, n), dtype)
-    f = jax.jit(lambda a: a @ a)
-    f(a).block_until_ready()
-    times = []
-    for _ in range(5):
-      start = time.perf_counter()
-      f(a).block_until_ready()
-      times.append(time.perf_counter() - start)
-    best = max(best, 2 * n ** 3 / statistics.median(times))
-  return best
-
-
 def time_steps(step) -> dict:
   """Runs `step()` (returns the loss, waited for) warmup + steps times."""
   start = time.perf_counter()
@@ -240,7 +201,7 @@ def run_jax(batch_size: int, fixed_length: bool) -> dict:
              text_length=int(batch["text"].shape[1]),
              peak_gib=stats.get("peak_bytes_in_use", float("nan")) / 2**30,
              temp_gib=compiled.memory_analysis().temp_size_in_bytes / 2**30,
-             matmul_peak=matmul_peak(_DTYPE.value))
+             matmul_peak=flops.matmul_peak(_DTYPE.value))
   return out
 
 
@@ -364,7 +325,7 @@ def main(argv):
               f"({proc.returncode}):\n{proc.stderr[-3000:]}", flush=True)
         continue
       row = {"batch": int(batch), **json.loads(lines[-1][len("RESULT "):])}
-      row["model_tflop"] = 3 * forward_flops(
+      row["model_tflop"] = 3 * flops.forward_flops(
           model_config(), row["batch"], 3 * row["batch"],
           row["text_length"]) / 1e12
       rows.append(row)
@@ -382,13 +343,13 @@ def main(argv):
         "first loss |")
   print("|---|---|---|---|---|---|---|---|---|---|---|")
   for r in rows:
-    flops = r["model_tflop"] / (r["ms"] / 1e3)
+    rate = r["model_tflop"] / (r["ms"] / 1e3)
     temp = f" ({r['temp_gib']:.2f})" if "temp_gib" in r else ""
     print(f"| {r['impl']} | {r['batch']} | {r['text_length']} | "
           f"{r['first_call_s']:.1f} | "
           f"{r['ms']:.1f} (spread {r['ms_spread']:.1f}) | "
           f"{1e3 * r['batch'] / r['ms']:.1f} | {r['model_tflop']:.3f} | "
-          f"{flops:.3f} | {100 * flops * 1e12 / peak:.0f} | "
+          f"{rate:.3f} | {100 * rate * 1e12 / peak:.0f} | "
           f"{r['peak_gib']:.2f}{temp} | {r['first_loss']:.5f} |")
   if _OUT.value:
     with open(_OUT.value, "w") as f:

@@ -6,6 +6,7 @@
     zimg = model.encode_image(model.preprocess(images))   # [N, E]
     ztxt = model.encode_text(["a photo of a cat"])        # [T, E]
     model.export("hf", "out_dir")
+    config, params = hardpos_jax.api.load_params("workdir")  # no Model
 """
 
 import dataclasses
@@ -109,17 +110,19 @@ def _hf_vocab(path: str) -> str | None:
   return None
 
 
-def load(path: str, vocab: str | None = None, *, step: int | None = None,
-         quick_gelu: bool = True) -> Model:
-  """Loads any supported checkpoint as a `Model`.
+def load_params(path: str, *, step: int | None = None,
+                quick_gelu: bool = True) -> tuple[dict, Any]:
+  """Reads any supported checkpoint's (model config, Flax params).
 
   Args:
     path: an OpenAI/open_clip weights file (.pt/.pth/.bin/.safetensors), a HF
       `CLIPModel` directory, a `flax` export or a training workdir.
-    vocab: BPE `.txt.gz` or a directory with vocab.json + merges.txt; default:
-      the HF directory's own files, else `tokenizer.default_bpe_path()`.
     step: a training workdir's step; default: its latest complete one.
     quick_gelu: activation for OpenAI-key files (see convert.config_from_openai).
+
+  Returns:
+    (config, params): `CLIP(**config)`'s config dict and its params as device
+    arrays, e.g. params["img"]["embedding"]["kernel"] is [P, P, 3, W].
   """
   if checkpoint.is_flax_checkpoint(path):
     config, params = checkpoint.restore_params(path, step)
@@ -127,11 +130,39 @@ def load(path: str, vocab: str | None = None, *, step: int | None = None,
     raise ValueError(f"{path} is not a training workdir: it has no steps")
   else:
     config, params = convert.read_pytorch(path, quick_gelu=quick_gelu)
+  return config, jax.tree_util.tree_map(jnp.asarray, params)
+
+
+def load_tokenizer(path: str, config: dict,
+                   vocab: str | None = None) -> tokenizer_lib.Tokenizer:
+  """The tokenizer of `path`'s model, checked against its `config`.
+
+  Args:
+    path: the checkpoint, as given to `load_params`.
+    config: its model config.
+    vocab: BPE `.txt.gz` or a directory with vocab.json + merges.txt; default:
+      a HF directory's own files, else `tokenizer.default_bpe_path()`.
+
+  Raises:
+    ValueError: the tokenizer's vocabulary is not the size of the model's
+      token embedding.
+  """
   vocab = vocab or _hf_vocab(path)
   tok = tokenizer_lib.Tokenizer.from_path(vocab) if vocab else (
       tokenizer_lib.Tokenizer())
   if tok.vocab_size != config["text"]["vocab_size"]:
     raise ValueError(f"Tokenizer has {tok.vocab_size} tokens but the model's "
                      f"embedding has {config['text']['vocab_size']}")
-  params = jax.tree_util.tree_map(jnp.asarray, params)
-  return Model(config=config, params=params, tokenizer=tok)
+  return tok
+
+
+def load(path: str, vocab: str | None = None, *, step: int | None = None,
+         quick_gelu: bool = True) -> Model:
+  """Loads any supported checkpoint as a `Model`.
+
+  `path`, `step` and `quick_gelu` are `load_params`'s, `vocab` is
+  `load_tokenizer`'s.
+  """
+  config, params = load_params(path, step=step, quick_gelu=quick_gelu)
+  return Model(config=config, params=params,
+               tokenizer=load_tokenizer(path, config, vocab))

@@ -6,7 +6,8 @@ resblocks.N.attn.in_proj_weight`, `token_embedding.weight`, `text_projection`,
 HF `CLIPModel` weights are renamed to it and from it, and one table, `_rules`,
 maps it to and from the Flax params of models/clip.py in both directions.
 
-CLI: python -m hardpos_jax.convert --input=PATH --output=PATH --to=hf|open_clip|flax
+The command line is `python -m hardpos_jax.export` (export.py): it reads
+through `hardpos_jax.load`, whose api.py imports this module.
 """
 
 import json
@@ -15,8 +16,6 @@ import shutil
 import tempfile
 from typing import Any, Callable, Iterator, Mapping
 
-from absl import app
-from absl import flags
 import flax.traverse_util
 import jax
 import numpy as np
@@ -473,25 +472,3 @@ def write_open_clip(path: str, config: Mapping, params: Mapping) -> None:
           f"{width // heads}: it would load back wrongly; export as 'hf', "
           "which records the head count")
   torch_io.write_state_dict(flax_to_openai(params, config), path)
-
-
-def main(argv):
-  del argv
-  import hardpos_jax  # pylint: disable=g-import-not-at-top
-
-  f = flags.FLAGS
-  model = hardpos_jax.load(f.input, vocab=f.vocab, quick_gelu=f.quick_gelu)
-  model.export(f.to, f.output)
-  print(f"Wrote {f.to} model to {f.output}")
-
-
-if __name__ == "__main__":
-  # Defined here, not at import: `import hardpos_jax` must not claim flags.
-  flags.DEFINE_string("input", None,
-                      "OpenAI/open_clip file, HF dir, export or workdir.")
-  flags.DEFINE_string("output", None, "Output file or directory.")
-  flags.DEFINE_enum("to", None, ["hf", "open_clip", "flax"], "Output format.")
-  flags.DEFINE_bool("quick_gelu", True, "Activation for OpenAI-key inputs.")
-  flags.DEFINE_string("vocab", None, "BPE .txt.gz or HF vocab dir.")
-  flags.mark_flags_as_required(["input", "output", "to"])
-  app.run(main)

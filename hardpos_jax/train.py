@@ -29,6 +29,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import hardpos_jax
+from hardpos_jax import api
 from hardpos_jax import atomic
 from hardpos_jax import checkpoint
 from hardpos_jax import console
@@ -58,14 +59,15 @@ def initial_params(config: ml_collections.ConfigDict) -> Any:
     raise ValueError("Set --config.init=PATH (an OpenAI .pt, HF directory, "
                      "open_clip file or Flax export) or "
                      "--config.from_scratch=True")
-  model = hardpos_jax.load(config.init, vocab=config.vocab)
+  got, params = api.load_params(config.init)
+  # The tokenizer's ids must index the checkpoint's token embedding.
+  api.load_tokenizer(config.init, got, config.vocab)
   want = json.loads(json.dumps(config.model.to_dict()))
-  if model.config != want:
-    diff = {k: (model.config[k], want[k]) for k in want
-            if model.config.get(k) != want[k]}
+  if got != want:
+    diff = {k: (got[k], want[k]) for k in want if got.get(k) != want[k]}
     raise ValueError(f"{config.init} is not the configured model; "
                      f"(checkpoint, config.model) differ at {diff}")
-  return model.params
+  return params
 
 
 def num_train_steps(config: ml_collections.ConfigDict,
@@ -284,9 +286,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                                writer=writer)
     last_saved = mngr.latest_step()
 
-    def evaluate_at(step: int) -> None:
+    def evaluate_at(step: int, state: ts.TrainState,
+                    last_saved: int | None) -> None:
       """Evaluates `state` (at `step`); at a preemption point inside, saves
-      `step` if need be and stops."""
+      it unless `last_saved` is `step` already, and stops."""
       out_dir = os.path.join(workdir, "eval", str(step))
       model = hardpos_jax.Model(config=config.model.to_dict(),
                                 params=state.params, tokenizer=tokenizer)
@@ -304,7 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         and not _evaluated(config, os.path.join(workdir, "eval", str(start)))):
       console.say(f"Evaluating step {start} first: its evaluation did not "
                   "finish.")
-      evaluate_at(start)
+      evaluate_at(start, state, last_saved)
     pending, tick, began = [], time.time(), time.time()
     for step in range(start, total_steps):
       batch = next(batches)
@@ -343,7 +346,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if _eval_due(config, done, total_steps):
         if done == total_steps:
           mngr.wait_until_finished()  # Saved before a long final evaluation.
-        evaluate_at(done)
+        evaluate_at(done, state, last_saved)
     mngr.wait_until_finished()
   writer.flush()
   return state

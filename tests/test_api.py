@@ -7,12 +7,14 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
 import torch
 import transformers
 
 import hardpos_jax
+from hardpos_jax import api
 from hardpos_jax import tokenizer as tokenizer_lib
 
 CAPTIONS = ["a photo of a cat", "chair in conference room",
@@ -125,6 +127,32 @@ def test_load_encode_export_need_no_tensorflow(hf_dir, small_vocab, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "(1, 32) (1, 32)" in result.stdout
   assert (tmp_path / "out.safetensors").stat().st_size > 0
+
+
+def test_export_command_writes_what_load_reads(hf_dir, small_vocab, tmp_path):
+  out = str(tmp_path / "w.safetensors")
+  result = subprocess.run(
+      [sys.executable, "-m", "hardpos_jax.export", f"--input={hf_dir}",
+       f"--output={out}", "--to=open_clip"], capture_output=True, text=True,
+      timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"Wrote open_clip model to {out}" in result.stdout
+  model, again = hardpos_jax.load(hf_dir), hardpos_jax.load(out, small_vocab)
+  np.testing.assert_allclose(again.encode_text(CAPTIONS),
+                             model.encode_text(CAPTIONS), atol=1e-6)
+
+
+def test_load_params_is_load_without_the_tokenizer(hf_dir):
+  config, params = api.load_params(hf_dir)
+  model = hardpos_jax.load(hf_dir)
+  assert config == model.config
+  assert (jax.tree_util.tree_structure(params)
+          == jax.tree_util.tree_structure(model.params))
+  for got, want in zip(jax.tree_util.tree_leaves(params),
+                       jax.tree_util.tree_leaves(model.params)):
+    np.testing.assert_array_equal(got, want)
+  with pytest.raises(ValueError, match="not a training workdir"):
+    api.load_params(hf_dir, step=3)
 
 
 def test_hf_export_is_a_complete_hf_model(hf_dir, tmp_path):

@@ -13,7 +13,6 @@ import pytest
 import torch
 import transformers
 
-import hardpos_jax
 from hardpos_jax import convert
 from hardpos_jax import torch_io
 from hardpos_jax.models import clip
