@@ -87,6 +87,9 @@ _ACCUM_STEPS = flags.DEFINE_integer("accum_steps", 1,
                                     "our micro-batches per step")
 _REMAT = flags.DEFINE_string("remat", "", "our remat policy (see "
                              "models/transformer.REMAT_POLICIES); '' = off")
+_COMPILE_ONLY = flags.DEFINE_bool(
+    "compile_only", False, "ours only: compile and report memory, no steps "
+    "(for batches too slow to run here)")
 _NO_PEER = flags.DEFINE_bool("no_peer", False, "time hardpos_jax only")
 _TORCH_COMPILE = flags.DEFINE_bool(
     "torch_compile", False, "also time the peer under torch.compile")
@@ -184,23 +187,26 @@ def run_jax(batch_size: int, fixed_length: bool) -> dict:
   start = time.perf_counter()
   compiled = ts.make_train_step(config, mesh).lower(state, batch).compile()
   compile_s = time.perf_counter() - start
+  memory = compiled.memory_analysis()
+  accum = (f", {_ACCUM_STEPS.value} micro-batches"
+           if _ACCUM_STEPS.value > 1 else "")
+  remat = f", remat {_REMAT.value}" if _REMAT.value else ""
+  out = dict(impl=f"hardpos_jax (jax {jax.__version__}){accum}{remat}",
+             device=jax.devices()[0].device_kind,
+             text_length=int(batch["text"].shape[1]), compile_s=compile_s,
+             temp_gib=memory.temp_size_in_bytes / 2**30)
+  if _COMPILE_ONLY.value:
+    return out
 
   def step():
     nonlocal state
     state, metrics = compiled(state, batch)
     return float(metrics["loss"])
 
-  out = time_steps(step)
+  out.update(time_steps(step))
   out["first_call_s"] += compile_s
   stats = jax.local_devices()[0].memory_stats() or {}
-  accum = (f", {_ACCUM_STEPS.value} micro-batches"
-           if _ACCUM_STEPS.value > 1 else "")
-  remat = f", remat {_REMAT.value}" if _REMAT.value else ""
-  out.update(impl=f"hardpos_jax (jax {jax.__version__}){accum}{remat}",
-             device=jax.devices()[0].device_kind,
-             text_length=int(batch["text"].shape[1]),
-             peak_gib=stats.get("peak_bytes_in_use", float("nan")) / 2**30,
-             temp_gib=compiled.memory_analysis().temp_size_in_bytes / 2**30,
+  out.update(peak_gib=stats.get("peak_bytes_in_use", float("nan")) / 2**30,
              matmul_peak=flops.matmul_peak(_DTYPE.value))
   return out
 
@@ -302,7 +308,7 @@ def main(argv):
   workers = [("jax", "adaptive")]
   if _FIXED_LENGTH.value:
     workers.append(("jax", "fixed"))
-  if not _NO_PEER.value:
+  if not (_NO_PEER.value or _COMPILE_ONLY.value):
     workers.append(("torch", "eager"))
     if _TORCH_COMPILE.value:
       workers.append(("torch", "compiled"))
@@ -331,6 +337,13 @@ def main(argv):
       rows.append(row)
       print(json.dumps(row), flush=True)
 
+  if _COMPILE_ONLY.value:
+    print("\n| implementation | B | L | compile s | XLA temp GiB |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+      print(f"| {r['impl']} | {r['batch']} | {r['text_length']} | "
+            f"{r['compile_s']:.1f} | {r['temp_gib']:.2f} |")
+    return
   peaks = [r["matmul_peak"] for r in rows if "matmul_peak" in r]
   peak = max(peaks) if peaks else float("nan")
   print(f"\n{'tiny' if _TINY.value else _VARIANT.value}, {_DTYPE.value}, "

@@ -10,9 +10,12 @@ and a tiny model trained from scratch (CPU, minutes); `tiny` shrinks it
 further for tests.
 """
 
+import dataclasses
+
 import ml_collections
 from ml_collections import config_dict
 
+from hardpos_jax import losses
 from hardpos_jax.models import clip
 
 
@@ -101,10 +104,10 @@ def base_config(
   # and 0 freezes, e.g. {"^img/": 0.0} locks the image tower.
   config.optim.lr_mults = {}
 
-  config.loss = ml_collections.ConfigDict()
-  config.loss.hp_mode = "extra_row"  # losses.HP_MODES
-  config.loss.neg_w = 1.0  # svlc's per-sample HN term weight
-  config.loss.hp_replace_q = 0.5  # replace mode's probability
+  # losses.LossOptions, with its defaults: hp_mode (losses.HP_MODES), neg_w
+  # (svlc's per-sample HN term weight), hp_replace_q (replace's probability).
+  config.loss = ml_collections.ConfigDict(
+      dataclasses.asdict(losses.LossOptions()))
   config.loss.max_logit_scale = 100.0  # CLIP's clamp of exp(t)
 
   config.log_every = 50  # steps between metrics.jsonl / TensorBoard rows

@@ -39,7 +39,35 @@ from jax.sharding import PartitionSpec
 from hardpos_jax import sharding
 
 HP_MODES = ("extra_row", "svlc", "replace")
-_LOSS_OPTIONS = ("hp_mode", "neg_w", "hp_replace_q")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossOptions:
+  """How hard positives and negatives enter the loss (see `clip_loss`); the
+  one home of their defaults, which `config.loss` starts from.
+
+  Attributes:
+    hp_mode: one of HP_MODES.
+    neg_w: weight of svlc's per-sample `hn_loss`.
+    hp_replace_q: replace mode's probability of replacing a caption.
+  """
+
+  hp_mode: str = "extra_row"
+  neg_w: float = 1.0
+  hp_replace_q: float = 0.5
+
+  def __post_init__(self):
+    if self.hp_mode not in HP_MODES:
+      raise ValueError(f"Unknown hp_mode {self.hp_mode!r}; choose from "
+                       f"{HP_MODES}")
+    if not 0.0 <= self.hp_replace_q <= 1.0:
+      raise ValueError(f"hp_replace_q={self.hp_replace_q} is not in [0, 1]")
+
+  @classmethod
+  def of(cls, config: Any) -> "LossOptions":
+    """The options among `config`'s keys (e.g. `config.loss`, which also
+    holds the step's `max_logit_scale`)."""
+    return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)})
 
 
 class _Owned(NamedTuple):
@@ -218,11 +246,9 @@ def _margins(batch: _Batch, ax: _Axis) -> dict[str, jax.Array]:
   return out
 
 
-def _check(zimg, ztxt, zneg, neg_mask, zpos, pos_mask, hp_mode, hp_replace_q,
+def _check(zimg, ztxt, zneg, neg_mask, zpos, pos_mask, options: LossOptions,
            rng) -> None:
-  """Raises ValueError on unknown modes and inconsistent shapes."""
-  if hp_mode not in HP_MODES:
-    raise ValueError(f"Unknown hp_mode {hp_mode!r}; choose from {HP_MODES}")
+  """Raises ValueError on inconsistent shapes and a missing rng."""
   if zimg.ndim != 2 or ztxt.shape != zimg.shape:
     raise ValueError(f"zimg {zimg.shape} and ztxt {ztxt.shape} must both be "
                      "[B, D]")
@@ -235,11 +261,8 @@ def _check(zimg, ztxt, zneg, neg_mask, zpos, pos_mask, hp_mode, hp_replace_q,
                        f"{zimg.shape}")
     if mask is not None and mask.shape != z.shape[:2]:
       raise ValueError(f"{name} mask {mask.shape} must be {z.shape[:2]}")
-  if hp_mode == "replace" and zpos is not None:
-    if rng is None:
-      raise ValueError("hp_mode='replace' needs rng")
-    if not 0.0 <= hp_replace_q <= 1.0:
-      raise ValueError(f"hp_replace_q={hp_replace_q} is not in [0, 1]")
+  if options.hp_mode == "replace" and zpos is not None and rng is None:
+    raise ValueError("hp_mode='replace' needs rng")
 
 
 def _gathered(ax: _Axis, batch: _Batch, z: jax.Array, mask: jax.Array,
@@ -322,11 +345,11 @@ def _svlc_terms(batch: _Batch, neg_w: float, scale: jax.Array,
 
 
 def _loss(zimg, ztxt, *, logit_scale, zneg, neg_mask, zpos, pos_mask,
-          hp_mode, neg_w, hp_replace_q, rng,
+          options: LossOptions, rng,
           ax: _Axis) -> tuple[jax.Array, dict[str, jax.Array]]:
   """`clip_loss` over this device's rows; see its docstring."""
-  _check(zimg, ztxt, zneg, neg_mask, zpos, pos_mask, hp_mode, hp_replace_q,
-         rng)
+  _check(zimg, ztxt, zneg, neg_mask, zpos, pos_mask, options, rng)
+  hp_mode = options.hp_mode
   # fp32: a softmax over B (1 + K + P) columns loses too much in bf16.
   f32 = lambda x: None if x is None else jnp.asarray(x, jnp.float32)
   fill = lambda z, mask: (None if z is None else jnp.ones(z.shape[:2], bool)
@@ -339,14 +362,14 @@ def _loss(zimg, ztxt, *, logit_scale, zneg, neg_mask, zpos, pos_mask,
     metrics.update(_margins(batch, ax))
   if hp_mode == "replace" and zpos is not None:
     ztxt, replaced = _replace_captions(batch.ztxt, batch.zpos, batch.pos_mask,
-                                       rows, hp_replace_q, rng)
+                                       rows, options.hp_replace_q, rng)
     metrics["replaced_frac"] = ax.mean(replaced.astype(jnp.float32),
                                        jnp.ones_like(replaced))
     batch = batch._replace(ztxt=ztxt, zpos=None, pos_mask=None)
   scale = f32(logit_scale)
   metrics.update(_clip_terms(batch, hp_mode == "extra_row", scale, ax))
   if hp_mode == "svlc":
-    metrics.update(_svlc_terms(batch, neg_w, scale, ax))
+    metrics.update(_svlc_terms(batch, options.neg_w, scale, ax))
   loss = sum(v for k, v in metrics.items() if k.endswith("_loss"))
   return loss, metrics
 
@@ -360,9 +383,7 @@ def clip_loss(
     neg_mask: jax.Array | None = None,
     zpos: jax.Array | None = None,
     pos_mask: jax.Array | None = None,
-    hp_mode: str = "extra_row",
-    neg_w: float = 1.0,
-    hp_replace_q: float = 0.5,
+    options: LossOptions = LossOptions(),
     rng: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """CLIP loss with optional hard negatives and hard positives, one device.
@@ -402,9 +423,7 @@ def clip_loss(
     neg_mask: [B, K] bool, True = valid; None = all valid.
     zpos: [B, P, D] hard positives, L2-normalised, or None.
     pos_mask: [B, P] bool, True = valid; None = all valid.
-    hp_mode: one of HP_MODES.
-    neg_w: weight of `hn_loss` (svlc only).
-    hp_replace_q: replacement probability (replace only).
+    options: the hard-positive mode and its weights (`LossOptions`).
     rng: PRNG key (replace only).
 
   Returns:
@@ -418,8 +437,7 @@ def clip_loss(
   """
   return _loss(zimg, ztxt, logit_scale=logit_scale, zneg=zneg,
                neg_mask=neg_mask, zpos=zpos, pos_mask=pos_mask,
-               hp_mode=hp_mode, neg_w=neg_w, hp_replace_q=hp_replace_q,
-               rng=rng, ax=_Axis(None))
+               options=options, rng=rng, ax=_Axis(None))
 
 
 def sharded_clip_loss(
@@ -431,9 +449,7 @@ def sharded_clip_loss(
     neg_mask: jax.Array | None = None,
     zpos: jax.Array | None = None,
     pos_mask: jax.Array | None = None,
-    hp_mode: str = "extra_row",
-    neg_w: float = 1.0,
-    hp_replace_q: float = 0.5,
+    options: LossOptions = LossOptions(),
     rng: jax.Array | None = None,
     axis: str = sharding.BATCH_AXIS,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -456,7 +472,7 @@ def sharded_clip_loss(
   Args:
     zimg, ztxt, zneg, neg_mask, zpos, pos_mask: this device's rows, shapes as
       in `clip_loss` with b for B.
-    logit_scale, hp_mode, neg_w, hp_replace_q, rng: as in `clip_loss`.
+    logit_scale, options, rng: as in `clip_loss`.
     axis: the mesh axis the batch is sharded over.
 
   Returns:
@@ -464,34 +480,29 @@ def sharded_clip_loss(
   """
   return _loss(zimg, ztxt, logit_scale=logit_scale, zneg=zneg,
                neg_mask=neg_mask, zpos=zpos, pos_mask=pos_mask,
-               hp_mode=hp_mode, neg_w=neg_w, hp_replace_q=hp_replace_q,
-               rng=rng, ax=_Axis(axis))
+               options=options, rng=rng, ax=_Axis(axis))
 
 
 def make_sharded_loss(
-    mesh: jax.sharding.Mesh, axis: str = sharding.BATCH_AXIS,
-    **loss_kwargs: Any
+    mesh: jax.sharding.Mesh, options: LossOptions = LossOptions(),
+    axis: str = sharding.BATCH_AXIS
 ) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
   """`sharded_clip_loss` wrapped in `jax.shard_map`, ready for `jax.jit`.
 
   Args:
     mesh: the device mesh; the batch is split over `axis`.
+    options: the loss's fixed `LossOptions`.
     axis: mesh axis name.
-    **loss_kwargs: fixed options among `hp_mode`, `neg_w`, `hp_replace_q`.
 
   Returns:
     `loss_fn(zimg, ztxt, *, logit_scale, zneg=None, neg_mask=None, zpos=None,
     pos_mask=None, rng=None) -> (loss, metrics)` taking global arrays (B a
     multiple of the axis size), as `clip_loss` does.
   """
-  unknown = sorted(set(loss_kwargs) - set(_LOSS_OPTIONS))
-  if unknown:
-    raise ValueError(f"Unknown loss options {unknown}; choose from "
-                     f"{_LOSS_OPTIONS}")
 
   def body(batch, logit_scale, rng):
     return sharded_clip_loss(**batch, logit_scale=logit_scale, rng=rng,
-                             axis=axis, **loss_kwargs)
+                             axis=axis, options=options)
 
   mapped = jax.shard_map(body, mesh=mesh,
                          in_specs=(PartitionSpec(axis), PartitionSpec(),

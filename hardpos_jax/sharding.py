@@ -79,6 +79,18 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
   return jax.tree_util.tree_map(lambda x: put(x, replicated(mesh)), tree)
 
 
+def split_rows(x: jax.Array, parts: int) -> jax.Array:
+  """[B, ...] -> [parts, B / parts, ...]; part j holds rows j, j + parts,
+  j + 2 parts, ..., so a batch-sharded x gives parts spread over every
+  device as x is (no data moves). `merge_rows` undoes it."""
+  return x.reshape(x.shape[0] // parts, parts, *x.shape[1:]).swapaxes(0, 1)
+
+
+def merge_rows(x: jax.Array) -> jax.Array:
+  """[parts, B / parts, ...] from `split_rows` -> [B, ...] in row order."""
+  return x.swapaxes(0, 1).reshape(-1, *x.shape[2:])
+
+
 def process_max(value: int) -> int:
   """The largest of every process's `value` (each process calls it, in the
   same order); no communication with one process."""

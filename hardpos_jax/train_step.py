@@ -159,17 +159,14 @@ def accumulated_grads(apply_fn, params: Any, images: jax.Array,
   """
 
   def split(x):
-    x = x.reshape(x.shape[0] // steps, steps, *x.shape[1:]).swapaxes(0, 1)
+    x = sharding.split_rows(x, steps)
     if micro_sharding is None:
       return x
     return jax.lax.with_sharding_constraint(x, micro_sharding)
 
-  def merge(x):
-    return x.swapaxes(0, 1).reshape(-1, *x.shape[2:])
-
   micro = (split(images), split(texts))
   # No gradient is taken through these, so no activations are kept.
-  zimg, ztxt = jax.tree.map(merge, jax.lax.map(
+  zimg, ztxt = jax.tree.map(sharding.merge_rows, jax.lax.map(
       lambda xs: embed(apply_fn, params, *xs), micro))
   (loss, metrics), (dimg, dtxt, dt) = jax.value_and_grad(
       lambda zimg, ztxt, t: loss_of(zimg, ztxt, jnp.exp(t)),
@@ -236,9 +233,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
 def make_train_step(config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh):
   """`train_step` jitted over `mesh`, donating the state's buffers."""
-  loss_fn = losses.make_sharded_loss(
-      mesh, axis=sharding.BATCH_AXIS, hp_mode=config.loss.hp_mode, neg_w=config.loss.neg_w,
-      hp_replace_q=config.loss.hp_replace_q)
+  loss_fn = losses.make_sharded_loss(mesh,
+                                     losses.LossOptions.of(config.loss))
   step = functools.partial(
       train_step, loss_fn=loss_fn, max_logit_scale=config.loss.max_logit_scale,
       accum_steps=config.accum_steps,

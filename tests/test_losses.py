@@ -11,8 +11,8 @@ from hardpos_jax import losses
 SCALE = 7.0
 TOL = dict(rtol=1e-5, atol=1e-6)
 # Jitted: op-by-op dispatch of the backward pass is many times slower.
-clip_loss = jax.jit(losses.clip_loss,
-                    static_argnames=("hp_mode", "neg_w", "hp_replace_q"))
+clip_loss = jax.jit(losses.clip_loss, static_argnames=("options",))
+Options = losses.LossOptions
 
 
 def _unit(x):
@@ -135,8 +135,8 @@ def test_matches_reference(mode, with_negs):
   batch = _batch(0)
   if not with_negs:
     batch.update(zneg=None, neg_mask=None)
-  loss, metrics = clip_loss(**batch, logit_scale=SCALE, hp_mode=mode,
-                                   neg_w=0.7)
+  loss, metrics = clip_loss(**batch, logit_scale=SCALE,
+                            options=Options(hp_mode=mode, neg_w=0.7))
   _check_against(loss, metrics, reference(batch, mode, neg_w=0.7))
 
 
@@ -147,7 +147,8 @@ def test_without_hps_is_negclip_or_clip(mode, with_negs):
   batch.update(zpos=None, pos_mask=None)
   if not with_negs:
     batch.update(zneg=None, neg_mask=None)
-  loss, metrics = clip_loss(**batch, logit_scale=SCALE, hp_mode=mode)
+  loss, metrics = clip_loss(**batch, logit_scale=SCALE,
+                            options=Options(hp_mode=mode))
   expected = _negclip_numpy(batch["zimg"], batch["ztxt"], batch["zneg"],
                             batch["neg_mask"])
   # svlc keeps its per-sample HN term on top of NegCLIP.
@@ -159,8 +160,9 @@ def test_without_hps_is_negclip_or_clip(mode, with_negs):
 def test_replace_with_q0_and_q1():
   batch = _batch(2)
   key = jax.random.key(3)
-  _, metrics = clip_loss(**batch, logit_scale=SCALE, hp_mode="replace",
-                                hp_replace_q=0.0, rng=key)
+  _, metrics = clip_loss(
+      **batch, logit_scale=SCALE, rng=key,
+      options=Options(hp_mode="replace", hp_replace_q=0.0))
   base = dict(batch, zpos=None, pos_mask=None)
   _check_against(metrics["i2t_loss"] + metrics["t2i_loss"], metrics,
                  reference(base))
@@ -168,9 +170,9 @@ def test_replace_with_q0_and_q1():
 
   # At most one valid HP per row makes q=1 deterministic.
   batch["pos_mask"][:, 1] = False
-  loss, metrics = clip_loss(**batch, logit_scale=SCALE,
-                                   hp_mode="replace", hp_replace_q=1.0,
-                                   rng=key)
+  loss, metrics = clip_loss(
+      **batch, logit_scale=SCALE, rng=key,
+      options=Options(hp_mode="replace", hp_replace_q=1.0))
   has_hp = batch["pos_mask"][:, 0]
   replaced = dict(base, ztxt=np.where(has_hp[:, None], batch["zpos"][:, 0],
                                       batch["ztxt"]))
@@ -233,7 +235,8 @@ def test_own_hp_is_never_a_negative():
 @pytest.mark.parametrize("mode", losses.HP_MODES)
 def test_masked_entries_are_inert_and_nothing_is_nan(mode):
   batch = _batch(7)
-  kwargs = dict(logit_scale=SCALE, hp_mode=mode, rng=jax.random.key(0))
+  kwargs = dict(logit_scale=SCALE, options=Options(hp_mode=mode),
+                rng=jax.random.key(0))
 
   def loss_of(zneg, zpos):
     return clip_loss(**dict(batch, zneg=zneg, zpos=zpos), **kwargs)[0]
@@ -275,14 +278,14 @@ def test_margins():
 def test_bad_options_raise():
   batch = _batch(9)
   with pytest.raises(ValueError, match="extra_row"):
-    clip_loss(**batch, logit_scale=SCALE, hp_mode="swap")
+    Options(hp_mode="swap")
+  with pytest.raises(ValueError, match=r"hp_replace_q=1.5 is not in \[0, 1\]"):
+    Options(hp_replace_q=1.5)
   with pytest.raises(ValueError, match="rng"):
-    clip_loss(**batch, logit_scale=SCALE, hp_mode="replace")
+    clip_loss(**batch, logit_scale=SCALE, options=Options(hp_mode="replace"))
   with pytest.raises(ValueError, match="mask"):
     clip_loss(**dict(batch, neg_mask=batch["neg_mask"][:, :1]),
                      logit_scale=SCALE)
-  with pytest.raises(ValueError, match="hp_mode"):
-    losses.make_sharded_loss(Mesh(jax.devices(), ("data",)), mode="svlc")
 
 
 # --- sharded over 8 fake devices ------------------------------------------
@@ -304,11 +307,11 @@ def test_sharded_matches_single_device(mode, with_negs, with_hps):
     batch.update(zneg=None, neg_mask=None)
   if not with_hps:
     batch.update(zpos=None, pos_mask=None)
-  options = dict(hp_mode=mode, neg_w=0.5, hp_replace_q=0.5)
+  options = Options(hp_mode=mode, neg_w=0.5, hp_replace_q=0.5)
   masks = {k: batch[k] for k in ("neg_mask", "pos_mask")}
   embeddings = {k: batch[k] for k in EMBEDDINGS}
   sharded = losses.make_sharded_loss(Mesh(jax.devices(), ("data",)),
-                                     **options)
+                                     options)
   key = jax.random.key(11)
 
   def run(loss_fn):
@@ -318,7 +321,7 @@ def test_sharded_matches_single_device(mode, with_negs, with_hps):
         total, argnums=(0, 1), has_aux=True)(embeddings, jnp.float32(SCALE))
     return loss, metrics, grads
 
-  want = run(lambda **kw: clip_loss(**kw, **options))
+  want = run(lambda **kw: clip_loss(**kw, options=options))
   got = jax.jit(run, static_argnums=0)(sharded)
   np.testing.assert_allclose(got[0], want[0], **TOL)
   assert got[1].keys() == want[1].keys()

@@ -52,3 +52,19 @@ def test_unknown_remat_policy():
   model = clip.CLIP(**{**tiny.model_config(), "remat": "everything"})
   with pytest.raises(ValueError, match="Unknown remat policy 'everything'"):
     model.init(jax.random.key(0), jnp.zeros((1, tiny.IMAGE, tiny.IMAGE, 3)))
+
+
+def test_towers_embed_images_in_chunks_on_cpu():
+  """Batches of several chunks: the rows keep their order and values."""
+  chunk = clip.CPU_IMAGE_CHUNK * jax.device_count()
+  images = jax.random.normal(jax.random.key(1),
+                             (2 * chunk, tiny.IMAGE, tiny.IMAGE, 3))
+  params = tiny.init_params()
+  image_fn, _ = clip.towers(tiny.model_config())
+  want = clip.CLIP(**tiny.model_config()).apply({"params": params},
+                                                images=images)[0]
+  assert jax.default_backend() == "cpu"
+  np.testing.assert_allclose(image_fn(params, images), want, atol=1e-6)
+  # A batch that is not a multiple of the chunk runs whole.
+  np.testing.assert_allclose(image_fn(params, images[:chunk + 8]),
+                             want[:chunk + 8], atol=1e-6)

@@ -74,8 +74,8 @@ def test_eight_devices_equal_one(hp_mode):
 def loss_and_grads(batch, accum_steps=1, hp_mode="extra_row"):
   """The step's loss and gradients on one device, at the batch's length."""
   config = tiny.train_config(hp_mode)
-  loss_fn = functools.partial(losses.clip_loss, **config.loss.to_dict())
-  del loss_fn.keywords["max_logit_scale"]
+  loss_fn = functools.partial(losses.clip_loss,
+                              options=losses.LossOptions.of(config.loss))
   model = ts.clip.CLIP(**tiny.model_config())
   batch = jax.tree.map(jnp.asarray, batch)
   loss_of = functools.partial(ts.batch_loss, loss_fn, batch,

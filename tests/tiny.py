@@ -1,11 +1,13 @@
 """Tiny model configs and batches shared by the tests and their subprocesses."""
 
+import dataclasses
 import gzip
 
 import jax
 import ml_collections
 import numpy as np
 
+from hardpos_jax import losses
 from hardpos_jax.models import clip
 
 VOCAB, LENGTH, IMAGE = 64, 8, 16
@@ -26,7 +28,7 @@ def train_config(hp_mode: str = "extra_row") -> ml_collections.ConfigDict:
       accum_steps=1,
       optim=dict(lr=1e-2, warmup_steps=1, b1=0.9, b2=0.98, eps=1e-6,
                  weight_decay=0.2, grad_clip=1.0, lr_mults=()),
-      loss=dict(hp_mode=hp_mode, neg_w=1.0, hp_replace_q=0.5,
+      loss=dict(dataclasses.asdict(losses.LossOptions(hp_mode=hp_mode)),
                 max_logit_scale=100.0),
   ))
 
