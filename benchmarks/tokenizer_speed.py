@@ -4,18 +4,24 @@ One timed run each over the same captions, [N, 77] arrays out. Ours starts
 with an empty word cache, so its figure includes filling it; transformers'
 tokenizers skip ftfy and HTML unescaping, which ours must do to match OpenAI.
 
-  .venv/bin/python benchmarks/tokenizer_speed.py [--data DIR] [--limit N]
+  .venv/bin/python benchmarks/tokenizer_speed.py [--data=DIR] [--limit=N]
 """
-import argparse
 import json
 import random
 import tempfile
 import time
 from pathlib import Path
 
+from absl import app
+from absl import flags
+
 from hardpos_jax.tokenizer import Tokenizer, default_bpe_path
 
 _DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+_BPE = flags.DEFINE_string("bpe", None, "BPE vocabulary; None: the default")
+_DATA = flags.DEFINE_string("data", str(_DEFAULT_DATA),
+                            "benchmark captions: every **/*.json under it")
+_LIMIT = flags.DEFINE_integer("limit", None, "at most this many captions")
 
 
 def _caption_strings(node, key=""):
@@ -55,16 +61,11 @@ def _time(fn, captions: list[str]) -> float:
   return len(captions) / (time.perf_counter() - start)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--bpe", default=default_bpe_path())
-  parser.add_argument("--data", type=Path, default=_DEFAULT_DATA)
-  parser.add_argument("--limit", type=int, default=None)
-  args = parser.parse_args()
-
-  captions, source = load_captions(args.data, args.limit)
+def main(argv) -> None:
+  del argv
+  captions, source = load_captions(Path(_DATA.value), _LIMIT.value)
   print(f"{len(captions)} captions from {source}")
-  ours = Tokenizer(args.bpe)
+  ours = Tokenizer(_BPE.value or default_bpe_path())
   rates = {"hardpos_jax.Tokenizer": _time(ours, captions)}
 
   import transformers  # Only the benchmark needs it.
@@ -92,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -26,7 +26,9 @@ composes with the HP modes and the HN fraction like any other rows.
 
 `clip_loss` is the single-device reference; `sharded_clip_loss` runs inside
 `jax.shard_map` and returns the same value and gradients for the gathered
-global batch; `make_sharded_loss` wraps it for use under `jax.jit`.
+global batch; `make_sharded_loss` wraps it for use under `jax.jit`. The
+row softmax, the owned columns and the batch-axis collectives are in
+`loss_rows.py`.
 """
 
 import dataclasses
@@ -36,6 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
+from hardpos_jax import loss_rows
 from hardpos_jax import sharding
 
 HP_MODES = ("extra_row", "svlc", "replace")
@@ -70,28 +73,6 @@ class LossOptions:
     return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)})
 
 
-class _Owned(NamedTuple):
-  """N embeddings (texts or images), each belonging to one image."""
-  z: jax.Array  # [N, D]
-  owner: jax.Array  # [N] int32 global index of the owning image
-  valid: jax.Array  # [N] bool
-  # [N] bool: one of its owner's targets, so never a competitor for the
-  # owner's rows (captions, HPs); False for HNs, which compete for everyone.
-  is_pos: jax.Array
-
-
-def _owned(z: jax.Array, valid: jax.Array, owner: jax.Array,
-           is_pos: bool) -> _Owned:
-  """Flattens `z [n, M, D]` and `valid [n, M]` owned row-wise by `owner [n]`."""
-  n, m, d = z.shape
-  return _Owned(z.reshape(n * m, d), jnp.repeat(owner, m), valid.reshape(-1),
-                jnp.full((n * m,), is_pos))
-
-
-def _concat(*parts: _Owned) -> _Owned:
-  return jax.tree.map(lambda *x: jnp.concatenate(x), *parts)
-
-
 class _Batch(NamedTuple):
   """This device's rows, in float32, with masks filled in."""
   zimg: jax.Array  # [b, D]
@@ -101,105 +82,6 @@ class _Batch(NamedTuple):
   zpos: jax.Array | None  # [b, P, D]
   pos_mask: jax.Array | None  # [b, P] bool
   rows: jax.Array  # [b] int32 global row indices
-
-
-@dataclasses.dataclass(frozen=True)
-class _Axis:
-  """Collectives over the data axis; `name=None` is the single-device case."""
-  name: str | None
-
-  def gather(self, x: jax.Array) -> jax.Array:
-    # all_gather's transpose is a reduce-scatter, so each device's rows get
-    # the gradient of every device's logits that used them.
-    if self.name is None:
-      return x
-    return jax.lax.all_gather(x, self.name, tiled=True)
-
-  def psum(self, x: jax.Array) -> jax.Array:
-    return x if self.name is None else jax.lax.psum(x, self.name)
-
-  def row_offset(self, b: int) -> jax.Array:
-    """Global index of this device's first row."""
-    return 0 if self.name is None else jax.lax.axis_index(self.name) * b
-
-  def mean(self, values: jax.Array, valid: jax.Array) -> jax.Array:
-    """Mean of `values` over the global valid entries; 0 when there are none."""
-    total = self.psum(jnp.sum(jnp.where(valid, values, 0.0)))
-    count = self.psum(jnp.sum(valid.astype(jnp.float32)))
-    return total / jnp.maximum(count, 1.0)
-
-
-def _masked_logsumexp(x: jax.Array,
-                      mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """logsumexp and max over the last axis's masked entries.
-
-  Args:
-    x: [..., N] logits.
-    mask: [..., N] bool.
-
-  Returns:
-    ([...] logsumexp, [...] max), both -inf where no entry is valid; the
-    gradient is finite (zero) there.
-  """
-  masked = jnp.where(mask, x, -jnp.inf)
-  top = jnp.max(masked, axis=-1)
-  nonempty = jnp.isfinite(top)
-  shift = jax.lax.stop_gradient(jnp.where(nonempty, top, 0.0))
-  total = jnp.sum(jnp.exp(masked - shift[..., None]), axis=-1)
-  # Double where: log(0) for empty rows would send NaN into the gradient.
-  lse = jnp.log(jnp.where(nonempty, total, 1.0)) + shift
-  return jnp.where(nonempty, lse, -jnp.inf), top
-
-
-def _softmax_ce(pos_logits: jax.Array, pos_valid: jax.Array,
-                neg_logits: jax.Array, neg_valid: jax.Array
-                ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Cross-entropy of each target against its row's shared competitors.
-
-  The one softmax-CE used by every term. A row may hold several targets
-  (an image's caption and its HPs); each is scored against the row's
-  competitors alone, so the targets never compete with each other.
-
-  Args:
-    pos_logits: [R, Q] target logits.
-    pos_valid: [R, Q] bool.
-    neg_logits: [R, N] competitor logits.
-    neg_valid: [R, N] bool.
-
-  Returns:
-    (ce [R, Q], counted [R, Q] bool, correct [R, Q] bool): the loss of each
-    target, whether it enters the mean (valid target, at least one valid
-    competitor), and whether the target beats every competitor (strictly).
-  """
-  lse_neg, max_neg = _masked_logsumexp(neg_logits, neg_valid)
-  has_neg = jnp.isfinite(lse_neg)[:, None]
-  lse_neg = jnp.where(has_neg, lse_neg[:, None], 0.0)
-  ce = jnp.logaddexp(pos_logits, lse_neg) - pos_logits
-  return ce, pos_valid & has_neg, pos_logits > max_neg[:, None]
-
-
-def _contrast(anchor: jax.Array, anchor_owner: jax.Array, pos: jax.Array,
-              pos_valid: jax.Array, cols: _Owned, scale: jax.Array
-              ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Anchors scored against their own targets and against all columns.
-
-  Args:
-    anchor: [R, D] local anchors (images or texts).
-    anchor_owner: [R] global index of each anchor's image.
-    pos: [R, Q, D] each anchor's targets.
-    pos_valid: [R, Q] bool.
-    cols: C global columns; a column competes for an anchor unless it is
-      invalid or one of the anchor owner's targets.
-    scale: [] logit scale.
-
-  Returns:
-    `_softmax_ce`'s (ce, counted, correct), each [R, Q]. Memory: R x C logits.
-  """
-  pos_logits = scale * jnp.einsum("rd,rqd->rq", anchor, pos)
-  neg_logits = scale * jnp.einsum("rd,cd->rc", anchor, cols.z)
-  own = cols.is_pos[None, :] & (cols.owner[None, :] == anchor_owner[:, None])
-  return _softmax_ce(pos_logits, pos_valid, neg_logits,
-                     cols.valid[None, :] & ~own)
 
 
 def _replace_captions(ztxt: jax.Array, zpos: jax.Array, pos_mask: jax.Array,
@@ -234,7 +116,7 @@ def _replace_captions(ztxt: jax.Array, zpos: jax.Array, pos_mask: jax.Array,
   return jnp.where(replaced[:, None], chosen, ztxt), replaced
 
 
-def _margins(batch: _Batch, ax: _Axis) -> dict[str, jax.Array]:
+def _margins(batch: _Batch, ax: loss_rows.Axis) -> dict[str, jax.Array]:
   """Mean cosine margins s(c) - s(c_n) and s(c_p) - s(c_n) over valid pairs."""
   s_c = jnp.einsum("bd,bd->b", batch.zimg, batch.ztxt)
   s_n = jnp.einsum("bd,bkd->bk", batch.zimg, batch.zneg)
@@ -265,10 +147,11 @@ def _check(zimg, ztxt, zneg, neg_mask, zpos, pos_mask, options: LossOptions,
     raise ValueError("hp_mode='replace' needs rng")
 
 
-def _gathered(ax: _Axis, batch: _Batch, z: jax.Array, mask: jax.Array,
-              is_pos: bool) -> _Owned:
+def _gathered(ax: loss_rows.Axis, batch: _Batch, z: jax.Array,
+              mask: jax.Array, is_pos: bool) -> loss_rows.Owned:
   """`z [b, M, D]` of every device as B * M columns."""
-  return _owned(ax.gather(z), ax.gather(mask), ax.gather(batch.rows), is_pos)
+  return loss_rows.owned(ax.gather(z), ax.gather(mask), ax.gather(batch.rows),
+                         is_pos)
 
 
 def _own(batch: _Batch, z: jax.Array, owner: jax.Array) -> jax.Array:
@@ -277,35 +160,36 @@ def _own(batch: _Batch, z: jax.Array, owner: jax.Array) -> jax.Array:
 
 
 def _clip_terms(batch: _Batch, extra_rows: bool, scale: jax.Array,
-                ax: _Axis) -> dict[str, jax.Array]:
+                ax: loss_rows.Axis) -> dict[str, jax.Array]:
   """CLIP / NegCLIP terms, with HPs as extra rows when `extra_rows`."""
   b = batch.zimg.shape[0]
   ones = jnp.ones((b, 1), bool)
   cols = [_gathered(ax, batch, batch.ztxt[:, None], ones, True)]
   targets, target_valid = batch.ztxt[:, None], ones
-  texts = _owned(batch.ztxt[:, None], ones, batch.rows, True)
+  texts = loss_rows.owned(batch.ztxt[:, None], ones, batch.rows, True)
   if batch.zneg is not None:
     cols.append(_gathered(ax, batch, batch.zneg, batch.neg_mask, False))
   if extra_rows and batch.zpos is not None:
     cols.append(_gathered(ax, batch, batch.zpos, batch.pos_mask, True))
     targets = jnp.concatenate([targets, batch.zpos], axis=1)
     target_valid = jnp.concatenate([ones, batch.pos_mask], axis=1)
-    texts = _concat(texts, _owned(batch.zpos, batch.pos_mask, batch.rows,
-                                  True))
-  ce, counted, correct = _contrast(batch.zimg, batch.rows, targets,
-                                   target_valid, _concat(*cols), scale)
+    texts = loss_rows.concat(
+        texts, loss_rows.owned(batch.zpos, batch.pos_mask, batch.rows, True))
+  ce, counted, correct = loss_rows.contrast(
+      batch.zimg, batch.rows, targets, target_valid, loss_rows.concat(*cols),
+      scale)
   out = {"i2t_loss": 0.5 * ax.mean(ce, counted),
          "i2t_acc": ax.mean(correct[:, 0], counted[:, 0])}
   images = _gathered(ax, batch, batch.zimg[:, None], ones, True)
-  ce, counted, _ = _contrast(texts.z, texts.owner,
-                             _own(batch, batch.zimg, texts.owner),
-                             texts.valid[:, None], images, scale)
+  ce, counted, _ = loss_rows.contrast(texts.z, texts.owner,
+                                      _own(batch, batch.zimg, texts.owner),
+                                      texts.valid[:, None], images, scale)
   out["t2i_loss"] = 0.5 * ax.mean(ce, counted)
   return out
 
 
 def _svlc_terms(batch: _Batch, neg_w: float, scale: jax.Array,
-                ax: _Axis) -> dict[str, jax.Array]:
+                ax: loss_rows.Axis) -> dict[str, jax.Array]:
   """SVLC's added terms (Doveh et al., CVPR 2023; TSVLC's `loss.py`).
 
   `hp_img_loss` = 1/4 (image->HP + HP->image) and `hp_cap_loss` = 1/4
@@ -321,22 +205,21 @@ def _svlc_terms(batch: _Batch, neg_w: float, scale: jax.Array,
   out = {}
   if batch.zpos is not None:
     hp_cols = _gathered(ax, batch, batch.zpos, batch.pos_mask, True)
-    hps = _owned(batch.zpos, batch.pos_mask, batch.rows, True)
+    hps = loss_rows.owned(batch.zpos, batch.pos_mask, batch.rows, True)
     for key, z in (("hp_img_loss", batch.zimg), ("hp_cap_loss", batch.ztxt)):
-      ce, counted, _ = _contrast(z, batch.rows, batch.zpos, batch.pos_mask,
-                                 hp_cols, scale)
+      ce, counted, _ = loss_rows.contrast(z, batch.rows, batch.zpos,
+                                          batch.pos_mask, hp_cols, scale)
       to_hp = ax.mean(ce, counted)
-      ce, counted, _ = _contrast(hps.z, hps.owner, _own(batch, z, hps.owner),
-                                 hps.valid[:, None],
-                                 _gathered(ax, batch, z[:, None], ones, True),
-                                 scale)
+      ce, counted, _ = loss_rows.contrast(
+          hps.z, hps.owner, _own(batch, z, hps.owner), hps.valid[:, None],
+          _gathered(ax, batch, z[:, None], ones, True), scale)
       out[key] = 0.25 * (to_hp + ax.mean(ce, counted))
   if batch.zneg is not None:
     positives, pos_valid = batch.ztxt[:, None], ones
     if batch.zpos is not None:
       positives = jnp.concatenate([positives, batch.zpos], axis=1)
       pos_valid = jnp.concatenate([ones, batch.pos_mask], axis=1)
-    ce, counted, _ = _softmax_ce(
+    ce, counted, _ = loss_rows.softmax_ce(
         scale * jnp.einsum("bd,bqd->bq", batch.zimg, positives), pos_valid,
         scale * jnp.einsum("bd,bkd->bk", batch.zimg, batch.zneg),
         batch.neg_mask)
@@ -346,7 +229,7 @@ def _svlc_terms(batch: _Batch, neg_w: float, scale: jax.Array,
 
 def _loss(zimg, ztxt, *, logit_scale, zneg, neg_mask, zpos, pos_mask,
           options: LossOptions, rng,
-          ax: _Axis) -> tuple[jax.Array, dict[str, jax.Array]]:
+          ax: loss_rows.Axis) -> tuple[jax.Array, dict[str, jax.Array]]:
   """`clip_loss` over this device's rows; see its docstring."""
   _check(zimg, ztxt, zneg, neg_mask, zpos, pos_mask, options, rng)
   hp_mode = options.hp_mode
@@ -437,7 +320,7 @@ def clip_loss(
   """
   return _loss(zimg, ztxt, logit_scale=logit_scale, zneg=zneg,
                neg_mask=neg_mask, zpos=zpos, pos_mask=pos_mask,
-               options=options, rng=rng, ax=_Axis(None))
+               options=options, rng=rng, ax=loss_rows.Axis(None))
 
 
 def sharded_clip_loss(
@@ -480,7 +363,7 @@ def sharded_clip_loss(
   """
   return _loss(zimg, ztxt, logit_scale=logit_scale, zneg=zneg,
                neg_mask=neg_mask, zpos=zpos, pos_mask=pos_mask,
-               options=options, rng=rng, ax=_Axis(axis))
+               options=options, rng=rng, ax=loss_rows.Axis(axis))
 
 
 def make_sharded_loss(
