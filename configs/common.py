@@ -100,9 +100,9 @@ def base_config(
   config.optim.eps = 1e-6
   config.optim.weight_decay = 0.2  # matrices only (train_step.weight_decay_mask)
   config.optim.grad_clip = 1.0  # global norm
-  # {regex over "/"-joined param paths: lr multiplier}; the first match wins
-  # and 0 freezes, e.g. {"^img/": 0.0} locks the image tower.
-  config.optim.lr_mults = {}
+  # ((regex over "/"-joined param paths, lr multiplier), ...); the first
+  # match wins and 0 freezes, e.g. (("^img/", 0.0),) locks the image tower.
+  config.optim.lr_mults = ()
 
   # losses.LossOptions, with its defaults: hp_mode (losses.HP_MODES), neg_w
   # (svlc's per-sample HN term weight), hp_replace_q (replace's probability).

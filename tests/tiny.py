@@ -1,13 +1,12 @@
 """Tiny model configs and batches shared by the tests and their subprocesses."""
 
-import dataclasses
 import gzip
 
 import jax
 import ml_collections
 import numpy as np
 
-from hardpos_jax import losses
+from configs import common
 from hardpos_jax.models import clip
 
 VOCAB, LENGTH, IMAGE = 64, 8, 16
@@ -23,14 +22,13 @@ def model_config() -> dict:
 
 
 def train_config(hp_mode: str = "extra_row") -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      model=model_config(),
-      accum_steps=1,
-      optim=dict(lr=1e-2, warmup_steps=1, b1=0.9, b2=0.98, eps=1e-6,
-                 weight_decay=0.2, grad_clip=1.0, lr_mults=()),
-      loss=dict(dataclasses.asdict(losses.LossOptions(hp_mode=hp_mode)),
-                max_logit_scale=100.0),
-  ))
+  """The recipes' own schema (configs/common.py), with the tiny model."""
+  config, _ = common.base_config(None)
+  config.model = model_config()
+  config.optim.lr = 1e-2
+  config.optim.warmup_steps = 1
+  config.loss.hp_mode = hp_mode
+  return config
 
 
 def batch(step: int, b: int = 8, k: int = 2, p: int = 1) -> dict:

@@ -21,7 +21,9 @@ def main(process_id: int, port: int, steps: int, out: str):
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
 
-  sys.path.insert(0, os.path.dirname(__file__))
+  # tiny.py and the configs/ it builds on, as the test process sees them.
+  here = os.path.dirname(os.path.abspath(__file__))
+  sys.path[:0] = [here, os.path.dirname(here)]
   import tiny  # pylint: disable=g-import-not-at-top
   from hardpos_jax import sharding  # pylint: disable=g-import-not-at-top
   from hardpos_jax import train_step as ts  # pylint: disable=g-import-not-at-top
