@@ -28,6 +28,8 @@ def main(process_id: int, port: int, steps: int, out: str):
   from hardpos_jax import sharding  # pylint: disable=g-import-not-at-top
   from hardpos_jax import train_step as ts  # pylint: disable=g-import-not-at-top
 
+  # What the input pipeline agrees its text length with.
+  assert sharding.process_max(3 + process_id) == 4
   mesh = sharding.create_mesh()
   config = tiny.train_config()
   state = ts.create_train_state(config, tiny.init_params(),
