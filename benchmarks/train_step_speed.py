@@ -10,7 +10,7 @@ Texts (--texts): by default real ones, drawn from NegCLIP's validation TSV
 (a COCO caption, one of its NegCLIP negatives as the HN and the other as a
 stand-in HP of the same length), tokenized and padded to 77 as every
 implementation receives them. Our step then runs at the batch's own length
-bucket, as the trainer does (`input_pipeline.cut_texts`: exact under the
+bucket, as the trainer does (`global_batches.cut_texts`: exact under the
 causal mask, tested); --fixed_length keeps 77. `--texts=random` puts EOT at
 a random position below --max_tokens instead.
 
@@ -61,7 +61,7 @@ from hardpos_jax import convert
 from hardpos_jax import sharding
 from hardpos_jax import tokenizer as tokenizer_lib
 from hardpos_jax import train_step as ts
-from hardpos_jax.data import input_pipeline
+from hardpos_jax.data import global_batches
 from hardpos_jax.models import clip
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -181,7 +181,7 @@ def run_jax(batch_size: int, fixed_length: bool) -> dict:
            "hard_negative_mask": ones, "hard_positives": ids[:, 2:3],
            "hard_positive_mask": ones}
   if not fixed_length:
-    batch = input_pipeline.cut_texts(batch,
+    batch = global_batches.cut_texts(batch,
                                      clip.text_bucket(config.model.to_dict()))
   batch = jax.device_put(batch, sharding.batch_sharding(mesh, batch_size))
   start = time.perf_counter()

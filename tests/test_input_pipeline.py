@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hardpos_jax.data import eval_transform
+from hardpos_jax.data import global_batches
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.data import neighbours_file
 from hardpos_jax.data import preprocess
@@ -312,7 +313,7 @@ def test_batches_cut_texts_to_their_bucket(data_dir, tokenizer, mesh):
   config = make_config(data_dir)
   full = host_batches(config, tokenizer, (0, B))[0]
   ids = np.concatenate([full[k].reshape(-1, config.text_length)
-                        for k in input_pipeline.TEXT_KEYS])
+                        for k in global_batches.TEXT_KEYS])
   last_eot = int(np.flatnonzero(ids.any(axis=0)).max())
   assert last_eot + 1 < config.text_length - 3  # there is something to cut
   for bucket in (1, 3):
@@ -322,7 +323,7 @@ def test_batches_cut_texts_to_their_bucket(data_dir, tokenizer, mesh):
     batch = jax.tree.map(np.asarray, next(it))
     length = -(-(last_eot + 1) // bucket) * bucket
     for key, value in full.items():
-      if key in input_pipeline.TEXT_KEYS:
+      if key in global_batches.TEXT_KEYS:
         assert not value[..., length:].any()  # only padding was cut
         value = value[..., :length]
       np.testing.assert_array_equal(batch[key], value, err_msg=key)

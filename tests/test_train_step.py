@@ -16,7 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from hardpos_jax import losses
 from hardpos_jax import sharding
 from hardpos_jax import train_step as ts
-from hardpos_jax.data import input_pipeline
+from hardpos_jax.data import global_batches
 import tiny
 
 
@@ -104,10 +104,10 @@ def test_short_texts_give_the_full_contexts_loss_and_gradients():
   """Under the causal mask the EOT embedding ignores what follows it."""
   batch = tiny.batch(0)
   length = tiny.LENGTH // 2 + 1  # every text's EOT is at LENGTH // 2
-  short = {k: v[..., :length] if k in input_pipeline.TEXT_KEYS else v
+  short = {k: v[..., :length] if k in global_batches.TEXT_KEYS else v
            for k, v in batch.items()}
   np.testing.assert_array_equal(
-      input_pipeline.cut_texts(batch, 1)["hard_negatives"],
+      global_batches.cut_texts(batch, 1)["hard_negatives"],
       short["hard_negatives"])
   (loss, _), grads = loss_and_grads(batch)
   (short_loss, _), short_grads = loss_and_grads(short)

@@ -1,4 +1,4 @@
-"""TFDS -> tf.data -> per-host shards -> global jax.Arrays.
+"""TFDS -> tf.data -> per-host shards (-> global arrays: global_batches.py).
 
 Shapes: B global batch (units drawn per step), b = the rows one process
 holds, S image side, L tokens, K hard negatives per image, P hard positives
@@ -36,7 +36,6 @@ from collections.abc import Iterator, Sequence
 import dataclasses
 import itertools
 from typing import Any
-import weakref
 
 from absl import logging
 import jax
@@ -46,7 +45,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hardpos_jax import sharding as sharding_lib
-from hardpos_jax import tokenizer as tokenizer_lib
+from hardpos_jax.data import global_batches
 from hardpos_jax.data import neighbours_file
 from hardpos_jax.data import preprocess
 from hardpos_jax.data import sampling
@@ -321,72 +320,12 @@ def batch_rows(config: ml_collections.ConfigDict,
   return global_batch_size * (2 if config.hard_images else 1)
 
 
-TEXT_KEYS = ("text", "hard_negatives", "hard_positives")
-
-
-def cut_texts(batch: dict[str, np.ndarray], bucket: int
-              ) -> dict[str, np.ndarray]:
-  """`batch` with its texts [..., L] cut to the shortest multiple of
-  `bucket` holding every EOT of the global batch (all processes agree).
-
-  Exact with a causal mask and EOT pooling (see `clip.text_bucket`).
-  """
-  length = batch["text"].shape[-1]
-  ids = np.concatenate([batch[k].reshape(-1, length) for k in TEXT_KEYS])
-  used = sharding_lib.process_max(tokenizer_lib.used_length(ids, bucket))
-  return {k: v[..., :used] if k in TEXT_KEYS else v
-          for k, v in batch.items()}
-
-
-class GlobalBatches(Iterator[dict[str, jax.Array]]):
-  """Host batches turned into global arrays sharded over the batch axis;
-  with `text_bucket`, their texts cut by `cut_texts`."""
-
-  def __init__(self, host_batches: tf.data.Dataset,
-               sharding: jax.sharding.Sharding, global_rows: int,
-               text_bucket: int | None = None):
-    self._sharding = sharding
-    self._global_rows = global_rows
-    self._text_bucket = text_bucket
-    # tf.data threads running a Python generator while the interpreter shuts
-    # down can hang the process at exit, so the pipeline is dropped first:
-    # `weakref.finalize` runs at exit, on `close` or when this is collected.
-    self._pipeline = [iter(host_batches)]
-    self._stop = weakref.finalize(self, self._pipeline.clear)
-
-  def close(self) -> None:
-    """Stops the tf.data pipeline."""
-    self._stop()
-
-  def __enter__(self) -> "GlobalBatches":
-    return self
-
-  def __exit__(self, *exc_info) -> None:
-    self.close()
-
-  def __next__(self) -> dict[str, jax.Array]:
-    if not self._pipeline:
-      raise StopIteration
-    try:
-      local = next(self._pipeline[0])
-    except StopIteration:
-      self.close()
-      raise
-    local = jax.tree.map(np.asarray, local)
-    if self._text_bucket:
-      local = cut_texts(local, self._text_bucket)
-    return {
-        k: jax.make_array_from_process_local_data(
-            self._sharding, v, (self._global_rows, *v.shape[1:]))
-        for k, v in local.items()
-    }
-
-
 def create_train_iterator(config: ml_collections.ConfigDict, *,
                           tokenizer: Any, mesh: jax.sharding.Mesh,
                           global_batch_size: int, seed: int,
                           start_step: int = 0,
-                          text_bucket: int | None = None) -> GlobalBatches:
+                          text_bucket: int | None = None
+                          ) -> global_batches.GlobalBatches:
   """Endless training batches from step `start_step` on.
 
   Args:
@@ -396,7 +335,8 @@ def create_train_iterator(config: ml_collections.ConfigDict, *,
     global_batch_size: B, units drawn per step across all processes.
     seed: the data order's seed.
     start_step: the step of the first batch (the position to resume at).
-    text_bucket: cut each batch's texts to a multiple of this (`cut_texts`;
+    text_bucket: cut each batch's texts to a multiple of this
+      (`global_batches.cut_texts`;
       `clip.text_bucket(model)` where exact), or None: L as configured.
 
   Returns:
@@ -416,4 +356,4 @@ def create_train_iterator(config: ml_collections.ConfigDict, *,
       text_encoder=TextEncoder(tokenizer, config.text_length),
       global_batch_size=global_batch_size, seed=seed, start_step=start_step,
       rows=sharding_lib.host_rows(sharding, rows))
-  return GlobalBatches(ds, sharding, rows, text_bucket)
+  return global_batches.GlobalBatches(ds, sharding, rows, text_bucket)
