@@ -28,7 +28,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-import hardpos_jax
 from hardpos_jax import api
 from hardpos_jax import atomic
 from hardpos_jax import checkpoint
@@ -160,7 +159,7 @@ def _eval_names(config: ml_collections.ConfigDict) -> list[str]:
   return [n for n in config.evals.split(",") if n]
 
 
-def run_evals(config: ml_collections.ConfigDict, model: hardpos_jax.Model,
+def run_evals(config: ml_collections.ConfigDict, model: api.Model,
               encoders: evaluate.evals_lib.Encoders,
               out_dir: str) -> dict[str, float]:
   """The configured evaluators on `model`; returns flat scalar summaries."""
@@ -291,8 +290,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       """Evaluates `state` (at `step`); at a preemption point inside, saves
       it unless `last_saved` is `step` already, and stops."""
       out_dir = os.path.join(workdir, "eval", str(step))
-      model = hardpos_jax.Model(config=config.model.to_dict(),
-                                params=state.params, tokenizer=tokenizer)
+      model = api.Model(config=config.model.to_dict(),
+                        params=state.params, tokenizer=tokenizer)
       try:
         writer.write_scalars(step, run_evals(config, model, encoders, out_dir))
       except preemption.Preempted:
