@@ -46,9 +46,10 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import flops
-from hardpos_jax import metrics
+from hardpos_jax.evals import metrics
 from hardpos_jax.data import eval_transform
 from hardpos_jax.evals import hard_positives
+from hardpos_jax.evals import encoding
 from hardpos_jax.evals import scoring
 from hardpos_jax.models import clip
 from hardpos_jax.tokenizer import Tokenizer
@@ -204,7 +205,7 @@ def timed(fn, repeats: int = 3) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
-def where_time_goes(config: dict, params, encoders: scoring.Encoders,
+def where_time_goes(config: dict, params, encoders: encoding.Encoders,
                     sources: dict, scores: dict) -> None:
   """Times the evaluator's parts apart and projects the full benchmark."""
   size, batch = config["image_size"], encoders.batch_size
@@ -265,7 +266,7 @@ def main(argv) -> None:
         f"model {_VARIANT.value}, {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s), {os.cpu_count()} CPU threads")
 
-  encoders = scoring.create_encoders(config, mesh, _BATCH_SIZE.value)
+  encoders = encoding.create_encoders(config, mesh, _BATCH_SIZE.value)
   start = time.perf_counter()
   scores = {subset: scoring.score_split(encoders, params, tokenizer, source,
                                         hard_positives.TEXT_KEYS,

@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 
 from configs import control, neg, pos, pos_neg  # pylint: disable=g-multiple-import
 from hardpos_jax import atomic
-from hardpos_jax import metrics
+from hardpos_jax.evals import metrics
 from hardpos_jax import stats
 from hardpos_jax import train
 

@@ -48,6 +48,7 @@ from hardpos_jax import console
 from hardpos_jax import sharding
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.data import neighbours_file
+from hardpos_jax.evals import encoding
 from hardpos_jax.evals import scoring
 
 # A stage says how far it is about this many times.
@@ -96,7 +97,7 @@ def _nearest_block_fn(mesh: jax.sharding.Mesh, k: int):
   return jax.jit(nearest_block, out_shardings=sharding.replicated(mesh))
 
 
-def nearest(encoders: scoring.Encoders, embeddings: np.ndarray,
+def nearest(encoders: encoding.Encoders, embeddings: np.ndarray,
             k: int) -> tuple[np.ndarray, np.ndarray]:
   """Each embedding's k most similar others, blockwise on the mesh.
 
@@ -190,7 +191,7 @@ def compute(model: hardpos_jax.Model, dataset: str, split: str = "train",
   """
   began = time.perf_counter()
   progress = _Progress()
-  encoders = scoring.create_encoders(
+  encoders = encoding.create_encoders(
       model.config, mesh or sharding.create_mesh(), batch_size,
       before_batch=progress)
   source = input_pipeline.data_source(dataset, split, data_dir)
@@ -213,7 +214,7 @@ def compute(model: hardpos_jax.Model, dataset: str, split: str = "train",
   blocks = math.ceil(len(positions) / batch_size)
   _say(f"Encoding {len(positions)} images ({len(source)} examples) ...")
   progress.start("encoded", blocks, "batches")
-  embeddings = scoring.encode_images(
+  embeddings = encoding.encode_images(
       encoders, sharding.replicate(model.params, encoders.mesh), source,
       positions)
   _say(f"Searching the {k} nearest of {len(positions)} images ...")

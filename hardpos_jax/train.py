@@ -32,7 +32,7 @@ from hardpos_jax import api
 from hardpos_jax import atomic
 from hardpos_jax import checkpoint
 from hardpos_jax import console
-from hardpos_jax import evaluate
+from hardpos_jax import evals
 from hardpos_jax import preemption
 from hardpos_jax import sharding
 from hardpos_jax import tokenizer as tokenizer_lib
@@ -159,19 +159,16 @@ def _eval_names(config: ml_collections.ConfigDict) -> list[str]:
   return [n for n in config.evals.split(",") if n]
 
 
-def run_evals(config: ml_collections.ConfigDict, model: api.Model,
-              encoders: evaluate.evals_lib.Encoders,
+def run_evals(config: ml_collections.ConfigDict, encoders: evals.Encoders,
+              params: Any, tokenizer: tokenizer_lib.Tokenizer,
               out_dir: str) -> dict[str, float]:
-  """The configured evaluators on `model`; returns flat scalar summaries."""
-  summaries = evaluate.evaluate_model(
-      model, _eval_names(config), out_dir=out_dir,
-      data_dir=config.eval_data_dir or config.input.data_dir,
-      encoders=encoders)
-  if jax.process_index() == 0:
-    for summary in summaries.values():
-      print(evaluate.evals_lib.format_table(summary), flush=True)
+  """The configured evaluators on `params`; returns flat scalar summaries."""
+  summaries = evals.evaluate(
+      encoders, params, tokenizer, _eval_names(config), out_dir=out_dir,
+      data_dir=config.eval_data_dir or config.input.data_dir)
+  evals.show(summaries)
   return {k: v for summary in summaries.values()
-          for k, v in evaluate.evals_lib.scalars(summary).items()}
+          for k, v in evals.scalars(summary).items()}
 
 
 def _eval_due(config: ml_collections.ConfigDict, step: int,
@@ -183,8 +180,8 @@ def _eval_due(config: ml_collections.ConfigDict, step: int,
 def _evaluated(config: ml_collections.ConfigDict, out_dir: str) -> bool:
   """Whether every configured eval's summary is in `out_dir` (process 0's
   view, shared so that all processes decide alike)."""
-  done = all(os.path.exists(os.path.join(out_dir, f"{name}.json"))
-             for name in _eval_names(config))
+  done = all(os.path.exists(os.path.join(out_dir, f"{s.evaluator.name}.json"))
+             for s in evals.registry.select(_eval_names(config)))
   return bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
 
 
@@ -252,7 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
   clock = preemption.Clock()
   # Built once: each evaluation reuses the compiled towers.
-  encoders = evaluate.evals_lib.create_encoders(
+  encoders = evals.create_encoders(
       config.model.to_dict(), mesh, config.eval_batch_size,
       before_batch=clock.check)
   _check_sigterm_handler(last_saved=None)
@@ -290,10 +287,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       """Evaluates `state` (at `step`); at a preemption point inside, saves
       it unless `last_saved` is `step` already, and stops."""
       out_dir = os.path.join(workdir, "eval", str(step))
-      model = api.Model(config=config.model.to_dict(),
-                        params=state.params, tokenizer=tokenizer)
       try:
-        writer.write_scalars(step, run_evals(config, model, encoders, out_dir))
+        writer.write_scalars(step, run_evals(config, encoders, state.params,
+                                             tokenizer, out_dir))
       except preemption.Preempted:
         if last_saved != step:
           checkpoint.save(mngr, step, state, meta, force=True)

@@ -1038,5 +1038,6 @@ def test_read_image_keeps_rgb_jpeg_and_converts_the_rest(tmp_path):
 
 def test_registered():
   assert registered  # Importing it registers the builders.
-  for name in ("hard_positives", "sugar_crepe", "coco_hard_pos_neg"):
+  for name in ("hard_positives", "sugar_crepe", "coco_hard_pos_neg", "aro",
+               "sugar_crepe_pp", "winoground", "vl_checklist"):
     assert name in tfds.list_builders()

@@ -26,7 +26,7 @@ import tiny
 from hardpos_jax import evals
 from hardpos_jax import evaluate
 from hardpos_jax.data import input_pipeline
-from hardpos_jax import metrics
+from hardpos_jax.evals import metrics
 from hardpos_jax.data import eval_transform
 from hardpos_jax.evals import scoring
 from hardpos_jax.models import clip

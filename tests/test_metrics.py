@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hardpos_jax import metrics
+from hardpos_jax.evals import metrics
 from hardpos_jax.evals import hard_positives
 from hardpos_jax.evals import scoring
 from hardpos_jax.evals import sugar_crepe

@@ -10,7 +10,7 @@ from hardpos_jax import neighbours
 from hardpos_jax import sharding
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.data import neighbours_file
-from hardpos_jax.evals import scoring
+from hardpos_jax.evals import encoding
 from hardpos_jax.tokenizer import Tokenizer
 import tiny
 
@@ -60,7 +60,7 @@ def split(data_dir):
 
 
 def encoders_of(config):
-  return scoring.create_encoders(config, tiny.mesh_of(8), B)
+  return encoding.create_encoders(config, tiny.mesh_of(8), B)
 
 
 def test_nearest_is_the_brute_force_top_k():
@@ -94,7 +94,7 @@ def test_command_writes_the_neighbours_of_the_split(model_path, vocab,
   assert list(loaded.image_ids) == ids
   # The search runs over each image's first example.
   encoders = encoders_of(config)
-  z = scoring.encode_images(encoders, sharding.replicate(params,
+  z = encoding.encode_images(encoders, sharding.replicate(params,
                                                          encoders.mesh),
                             source, first)
   near, sim = neighbours.nearest(encoders, z, 2)

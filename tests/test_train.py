@@ -81,9 +81,9 @@ def test_evaluations_run_once_each_and_restarts_fill_gaps(data_dir, tmp_path,
   evaluated = []
   run = train.run_evals
 
-  def spy(config, model, encoders, out_dir):
+  def spy(config, encoders, params, tokenizer, out_dir):
     evaluated.append(int(os.path.basename(out_dir)))
-    return run(config, model, encoders, out_dir)
+    return run(config, encoders, params, tokenizer, out_dir)
 
   monkeypatch.setattr(train, "run_evals", spy)
   config = tiny_config(data_dir, total_steps=4, eval_every=2,

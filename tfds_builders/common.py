@@ -39,9 +39,13 @@ class DataError(ValueError):
   """Bad input in a manual_dir file; the message names file and row."""
 
 
+class MissingDataError(DataError):
+  """A dataset's released files are not there to build it from."""
+
+
 def _check_exists(path: pathlib.Path) -> None:
   if not path.is_file():
-    raise DataError(
+    raise MissingDataError(
         f"{path} is missing: manual_dir must hold it (see docs/data.md)."
     )
 

@@ -35,6 +35,7 @@ Input config keys (`config.x`):
 from collections.abc import Iterator, Sequence
 import dataclasses
 import itertools
+import os
 from typing import Any
 
 from absl import logging
@@ -49,6 +50,7 @@ from hardpos_jax.data import global_batches
 from hardpos_jax.data import neighbours_file
 from hardpos_jax.data import preprocess
 from hardpos_jax.data import sampling
+from tfds_builders import common
 from tfds_builders import registered  # pylint: disable=unused-import  # registers the builders
 
 HARD_POSITIVE_KINDS = {
@@ -59,7 +61,7 @@ HARD_POSITIVE_KINDS = {
 
 
 def data_source(dataset: str, split: str, data_dir: str | None,
-                manual_dir: str | None = None) -> Any:
+                manual_dir: str | None = None, download: bool = True) -> Any:
   """Random-access source of a TFDS split; images stay encoded bytes.
 
   A single process prepares a missing dataset (seconds for synthetic_shapes;
@@ -70,13 +72,33 @@ def data_source(dataset: str, split: str, data_dir: str | None,
     dataset: TFDS name with config, e.g. "synthetic_shapes/tiny".
     split: the split's name.
     data_dir: TFDS data directory; None means TFDS's default.
-    manual_dir: where a manual dataset's files are, used only to prepare it.
+    manual_dir: where a manual dataset's files are, used only to prepare it:
+      `<manual_dir>/<dataset name>/` if that folder exists (one root for
+      several benchmarks), else `manual_dir` itself.
+    download: whether a dataset that TFDS downloads may be downloaded;
+      without, an unprepared one is missing data.
 
   Returns:
     A sequence of example dicts (numpy values, text as bytes).
+
+  Raises:
+    common.MissingDataError: the dataset is not prepared and cannot be: no
+      manual_dir for a manual dataset, or its files are not there.
   """
   builder = tfds.builder(dataset, data_dir=data_dir)
   if not builder.is_prepared():
+    manual = builder.MANUAL_DOWNLOAD_INSTRUCTIONS is not None
+    if manual and manual_dir is not None:
+      own = os.path.join(manual_dir, builder.name)
+      manual_dir = own if os.path.isdir(own) else manual_dir
+    if (manual and (manual_dir is None or not os.path.isdir(manual_dir))
+        or not (manual or download)):
+      raise common.MissingDataError(
+          f"{dataset} is not prepared in {builder.data_dir}, and "
+          + (f"manual_dir {manual_dir} is not a folder" if manual_dir
+             else "no manual_dir was given" if manual else
+             "downloading was not asked for")
+          + " (see docs/data.md)")
     if jax.process_count() > 1:
       raise FileNotFoundError(
           f"{dataset} is not prepared in {builder.data_dir}; prepare it once "
@@ -87,8 +109,11 @@ def data_source(dataset: str, split: str, data_dir: str | None,
   if split not in builder.info.splits:
     raise ValueError(f"{dataset} has no split {split!r}; choices: "
                      f"{sorted(builder.info.splits)}")
+  # Image features of any name (two-image benchmarks) stay encoded bytes.
+  images = [k for k, f in builder.info.features.items()
+            if isinstance(f, tfds.features.Image)]
   return builder.as_data_source(
-      split, decoders={"image": tfds.decode.SkipDecoding()})
+      split, decoders={k: tfds.decode.SkipDecoding() for k in images})
 
 
 class TextEncoder:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from matplotlib import figure
 import numpy as np
 
-from hardpos_jax import metrics
+from hardpos_jax.evals import metrics
 from hardpos_jax.evals import scoring
 
 SUBSETS = ("replace_att", "replace_rel", "swap")
@@ -38,14 +38,15 @@ score_split = scoring.item_scorer(TEXT_KEYS, INDEX_KEY)
 
 
 def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
-  """Metrics per subset and for REPLACE.
+  """Metrics per subset and, when both REPLACE subsets are scored, REPLACE.
 
   Args:
-    scores: {subset: its scores}, with every name in SUBSETS.
+    scores: {subset: its scores}, any of SUBSETS (a selection may score
+      some only).
 
   Returns:
-    {"subsets": {subset: metrics and counts}, "replace_macro": metrics,
-    "replace_micro": metrics}.
+    {"subsets": {subset: metrics and counts}} and, with both REPLACE
+    subsets, "replace_macro" and "replace_micro" metrics.
   """
   subsets = {
       name: {**metrics.hard_positive_metrics(*s.scores.T),
@@ -53,6 +54,8 @@ def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
              "text_length": s.text_length, "truncated": s.num_truncated}
       for name, s in scores.items()
   }
+  if not all(n in scores for n in REPLACE):
+    return {"subsets": subsets}
   per_subset = [{k: subsets[n][k] for k in ("count",
                                             *metrics.HARD_POSITIVE_METRICS)}
                 for n in REPLACE]
@@ -61,17 +64,30 @@ def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
           "replace_micro": metrics.hard_positive_metrics(*pooled.T)}
 
 
+def headline(summary: dict) -> dict[str, float]:
+  """The paper's columns: REPLACE (macro) Orig, Aug and Brittleness, SWAP
+  Aug; a subset's own where REPLACE is not whole."""
+  rows = dict(_rows(summary))
+  if "REPLACE (macro)" in rows:
+    rows = {k: v for k, v in rows.items() if k not in REPLACE}
+  return {f"{name} {_SHORT[k]}": row[k] for name, row in rows.items()
+          if name != "REPLACE (micro)"
+          for k in ("original", "augmented", "brittleness")}
+
+
 _COLUMNS = {"original": "Orig", "augmented": "Aug",
             "brittleness": "Brittle (lower is better)",
             "negative_on_top": "c_n on top", "ties": "ties"}
+_SHORT = {"original": "Orig", "augmented": "Aug", "brittleness": "Brittle"}
 
 
 def _rows(summary: dict) -> list[tuple[str, dict]]:
   subsets = summary["subsets"]
-  return [(n, subsets[n]) for n in REPLACE] + [
-      ("REPLACE (macro)", summary["replace_macro"]),
-      ("REPLACE (micro)", summary["replace_micro"]),
-      ("swap", subsets["swap"])]
+  rows = [(n, subsets[n]) for n in REPLACE if n in subsets]
+  if "replace_macro" in summary:
+    rows += [("REPLACE (macro)", summary["replace_macro"]),
+             ("REPLACE (micro)", summary["replace_micro"])]
+  return rows + [(n, subsets[n]) for n in subsets if n not in REPLACE]
 
 
 def format_table(summary: dict) -> str:

@@ -35,6 +35,7 @@ import jax
 from matplotlib import figure
 import numpy as np
 
+from hardpos_jax.evals import encoding
 from hardpos_jax.evals import scoring
 
 CAPTIONS_PER_IMAGE = 5
@@ -150,7 +151,7 @@ class RetrievalScores:
   num_truncated: int
 
 
-def score_split(encoders: scoring.Encoders, params: Any, tokenizer: Any,
+def score_split(encoders: encoding.Encoders, params: Any, tokenizer: Any,
                 source: Any, subset: str) -> RetrievalScores:
   """Ranks every image against every caption of a split, and back.
 
@@ -166,9 +167,9 @@ def score_split(encoders: scoring.Encoders, params: Any, tokenizer: Any,
   """
   gallery = read_gallery(source, DATASETS[subset], encoders.before_batch)
   params = jax.device_put(params, encoders.replicated)
-  zimg = scoring.encode_images(encoders, params, source,
+  zimg = encoding.encode_images(encoders, params, source,
                                gallery.image_positions)
-  ztxt, length, truncated = scoring.encode_texts(encoders, params, tokenizer,
+  ztxt, length, truncated = encoding.encode_texts(encoders, params, tokenizer,
                                                  gallery.texts)
   images = np.arange(len(zimg))
   owners = np.repeat(images, CAPTIONS_PER_IMAGE)  # [M * K] each's image
@@ -204,6 +205,14 @@ def summarize(scores: Mapping[str, RetrievalScores]) -> dict:
              "texts": s.num_texts, "text_length": s.text_length,
              "truncated": s.num_truncated}
       for name, s in scores.items()}}
+
+
+def headline(summary: dict) -> dict[str, float]:
+  """Recall@1 and @5 both ways per subset."""
+  return {f"{name} {short} R@{k}": row[d][f"recall@{k}"]
+          for name, row in summary["subsets"].items()
+          for d, short in (("image_to_text", "i2t"), ("text_to_image", "t2i"))
+          for k in RECALL_AT[:2]}
 
 
 _DIRECTIONS = {"image_to_text": "image→text", "text_to_image": "text→image"}

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from matplotlib import figure
 import numpy as np
 
-from hardpos_jax import metrics
+from hardpos_jax.evals import metrics
 from hardpos_jax.evals import scoring
 from tfds_builders.sugar_crepe.sugar_crepe import SUBSETS
 
@@ -50,6 +50,12 @@ def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
           "macro": metrics.macro([{k: s[k] for k in ("count", "accuracy")}
                                   for s in subsets.values()]),
           "micro": metrics.accuracy(*pooled.T)}
+
+
+def headline(summary: dict) -> dict[str, float]:
+  """Accuracy per subset and the macro mean over them."""
+  return {name: row["accuracy"] for name, row in _rows(summary)
+          if name != "micro"}
 
 
 def _rows(summary: dict) -> list[tuple[str, dict]]:

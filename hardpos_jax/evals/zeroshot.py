@@ -32,6 +32,7 @@ import jax
 from matplotlib import figure
 import numpy as np
 
+from hardpos_jax.evals import encoding
 from hardpos_jax.evals import scoring
 from hardpos_jax.evals import zeroshot_prompts as prompts
 
@@ -140,7 +141,7 @@ class ZeroShotScores:
   num_truncated: int
 
 
-def score_split(encoders: scoring.Encoders, params: Any, tokenizer: Any,
+def score_split(encoders: encoding.Encoders, params: Any, tokenizer: Any,
                 source: Any, subset: str) -> ZeroShotScores:
   """Classifies every image of a split among its task's classes.
 
@@ -163,9 +164,9 @@ def score_split(encoders: scoring.Encoders, params: Any, tokenizer: Any,
   labels = read_labels(source, task.label_key, num_classes,
                        encoders.before_batch)
   params = jax.device_put(params, encoders.replicated)
-  ztxt, length, truncated = scoring.encode_texts(
+  ztxt, length, truncated = encoding.encode_texts(
       encoders, params, tokenizer, prompt_texts(task.classes, task.templates))
-  zimg = scoring.encode_images(encoders, params, source,
+  zimg = encoding.encode_images(encoders, params, source,
                                np.arange(len(labels)))
   ranks = scoring.rank_gallery(encoders, zimg, labels,
                                class_embeddings(ztxt, num_classes),
@@ -193,6 +194,12 @@ def summarize(scores: Mapping[str, ZeroShotScores]) -> dict:
              "templates": s.num_templates, "texts": s.num_texts,
              "text_length": s.text_length, "truncated": s.num_truncated}
       for name, s in scores.items()}}
+
+
+def headline(summary: dict) -> dict[str, float]:
+  """Top-1 accuracy per task."""
+  return {f"{name} top-1": row["top1"]
+          for name, row in summary["subsets"].items()}
 
 
 def format_table(summary: dict) -> str:

@@ -1,0 +1,1 @@
+"""The vl_checklist TFDS builder (Zhao et al., 2022)."""

@@ -1,0 +1,1 @@
+"""The winoground TFDS builder (Thrush et al., CVPR 2022)."""
