@@ -101,10 +101,10 @@ def run(*, models: Sequence[str] = (), workdir: str | None = None,
   per_model = {}
   for label, load in loaded.items():
     where = out if len(loaded) == 1 else os.path.join(out, label)
+    console.say(f"# {label}", lead_only=True)
     per_model[label] = evaluate_model(load(), evals, data_dir=data_dir,
                                       manual_dir=manual_dir, out_dir=where,
                                       batch_size=batch_size)
-    console.say(f"# {label}", lead_only=True)
     evals_lib.show(per_model[label], where)
   if len(loaded) > 1 or evals_lib.SUITE in evals:
     table = reports.combined(per_model)

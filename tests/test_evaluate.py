@@ -31,6 +31,7 @@ from hardpos_jax.data import eval_transform
 from hardpos_jax.evals import scoring
 from hardpos_jax.models import clip
 from hardpos_jax.tokenizer import Tokenizer
+from tfds_builders import common
 
 tf.config.set_visible_devices([], "GPU")
 tfds.disable_progress_bar()
@@ -412,3 +413,91 @@ def test_two_processes_give_the_one_process_scores(run, vocab, data_dir,
   np.testing.assert_allclose(
       [[float(r[k]) for k in ("s_c", "s_n", "s_p")] for r in theirs],
       [[float(r[k]) for k in ("s_c", "s_n", "s_p")] for r in ours], atol=1e-6)
+
+
+def test_replace_subsets_need_no_swap_files(model, tokenizer, tmp_path):
+  config, params = model
+  encoders = evals.create_encoders(config, mesh_of(8), B)
+  manual = tmp_path / "manual"
+  hard_positives_manual_dir(manual)
+  for folder in ("data", "swapped_data"):
+    (manual / folder / "visual_genome_attribution.json").unlink()
+  kwargs = dict(data_dir=str(tmp_path / "tfds"), manual_dir=str(manual))
+  summaries = evals.evaluate(
+      encoders, params, tokenizer,
+      ["hard_positives/replace_att", "hard_positives/replace_rel"],
+      out_dir=str(tmp_path / "out"), **kwargs)
+  summary = summaries["hard_positives"]
+  assert list(summary["subsets"]) == ["replace_att", "replace_rel"]
+  assert summary["replace_macro"]["count"] == 6
+  table = evals.format_table(summary)
+  assert "REPLACE (macro)" in table and "swap" not in table
+  one = evals.evaluate(encoders, params, tokenizer,
+                       ["hard_positives/replace_att"], **kwargs)
+  # One REPLACE subset is reported as itself, with no REPLACE mean.
+  assert "replace_macro" not in one["hard_positives"]
+  assert one["hard_positives"]["subsets"]["replace_att"] == (
+      summary["subsets"]["replace_att"])
+  with pytest.raises(common.MissingDataError,
+                     match="visual_genome_attribution.json is missing"):
+    evals.evaluate(encoders, params, tokenizer, ["hard_positives"], **kwargs)
+  with pytest.raises(ValueError, match=r"no subset 'swop'.*'swap'"):
+    evals.evaluate(encoders, params, tokenizer, ["hard_positives/swop"])
+
+
+def test_suite_runs_what_is_present_side_by_side(vocab, tokenizer, tmp_path,
+                                                 capsys):
+  data_dir = str(tmp_path / "tfds")
+  tfds.builder(BENCHMARK, data_dir=data_dir).download_and_prepare()
+  manual = tmp_path / "manual"  # One folder per benchmark under one root.
+  hard_positives_manual_dir(manual / "hard_positives")
+  for folder in ("data", "swapped_data"):
+    (manual / "hard_positives" / folder /
+     "visual_genome_attribution.json").unlink()
+  sugar_crepe_manual_dir(manual / "sugar_crepe")
+  paths = []
+  for seed in (0, 1):
+    config, _ = tiny.eval_model(tokenizer.vocab_size)
+    params = clip.init_params(config, jax.random.key(seed))
+    paths.append(str(tmp_path / f"model{seed}"))
+    checkpoint.save_params(paths[-1], config, params)
+  out = tmp_path / "out"
+  per_model = evaluate.run(models=paths, evals=["suite"], data_dir=data_dir,
+                           manual_dir=str(manual), out=str(out),
+                           tokenizer=vocab, batch_size=B)
+  printed = capsys.readouterr().out
+  assert list(per_model) == ["model0", "model1"]
+  for summaries in per_model.values():
+    assert list(summaries) == ["hard_positives", "synthetic_tiny",
+                               "sugar_crepe"]
+    assert list(summaries["hard_positives"]["subsets"]) == [
+        "replace_att", "replace_rel"]
+  # One note per model names what had no data.
+  note, again = [line for line in printed.splitlines()
+                 if line.startswith("No data for")]
+  assert note == again
+  assert "hard_positives/swap" in note and "synthetic (3 subsets)" in note
+  assert "aro (4 subsets)" in note and "retrieval_coco" in note
+  table = json.loads((out / "suite.json").read_text())
+  assert list(table) == ["model0", "model1"]
+  for label, summaries in per_model.items():
+    row = table[label]
+    assert row["sugar_crepe macro"] == summaries["sugar_crepe"]["macro"][
+        "accuracy"]
+    assert row["hard_positives REPLACE (macro) Aug"] == summaries[
+        "hard_positives"]["replace_macro"]["augmented"]
+    assert row["synthetic_tiny swap Brittle"] == summaries["synthetic_tiny"][
+        "subsets"]["swap"]["brittleness"]
+    assert (out / label / "sugar_crepe.md").exists()
+  markdown = (out / "suite.md").read_text()
+  assert markdown.strip() in printed
+  assert [line.split(" |")[0] for line in markdown.splitlines()[2:]] == [
+      "| model0", "| model1"]
+  assert (out / "suite.png").stat().st_size > 0
+  # The models differ, and the same model alone gives the same numbers.
+  assert table["model0"] != table["model1"]
+  alone = evaluate.run(models=paths[1:], evals=["sugar_crepe"],
+                       data_dir=data_dir, out=str(tmp_path / "alone"),
+                       tokenizer=vocab, batch_size=B)
+  assert alone["model1"]["sugar_crepe"]["macro"] == (
+      per_model["model1"]["sugar_crepe"]["macro"])

@@ -75,8 +75,9 @@ def data_source(dataset: str, split: str, data_dir: str | None,
     manual_dir: where a manual dataset's files are, used only to prepare it:
       `<manual_dir>/<dataset name>/` if that folder exists (one root for
       several benchmarks), else `manual_dir` itself.
-    download: whether a dataset that TFDS downloads may be downloaded;
-      without, an unprepared one is missing data.
+    download: whether a dataset that TFDS downloads may be downloaded, and a
+      manual one prepared from `manual_dir` itself; without, an unprepared
+      one is missing data unless its own folder is in `manual_dir`.
 
   Returns:
     A sequence of example dicts (numpy values, text as bytes).
@@ -90,7 +91,9 @@ def data_source(dataset: str, split: str, data_dir: str | None,
     manual = builder.MANUAL_DOWNLOAD_INSTRUCTIONS is not None
     if manual and manual_dir is not None:
       own = os.path.join(manual_dir, builder.name)
-      manual_dir = own if os.path.isdir(own) else manual_dir
+      # Without downloads (`suite`), only a dataset's own folder counts: a
+      # shared root holds other benchmarks' files of the same names.
+      manual_dir = own if os.path.isdir(own) or not download else manual_dir
     if (manual and (manual_dir is None or not os.path.isdir(manual_dir))
         or not (manual or download)):
       raise common.MissingDataError(

@@ -65,8 +65,8 @@ def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
 
 
 def headline(summary: dict) -> dict[str, float]:
-  """The paper's columns: REPLACE (macro) Orig, Aug and Brittleness, SWAP
-  Aug; a subset's own where REPLACE is not whole."""
+  """The paper's columns: Orig, Aug and Brittleness of REPLACE (macro) and
+  SWAP, or of each scored REPLACE subset where REPLACE is not whole."""
   rows = dict(_rows(summary))
   if "REPLACE (macro)" in rows:
     rows = {k: v for k, v in rows.items() if k not in REPLACE}

@@ -21,8 +21,9 @@ Names (EVALUATORS):
                    (TFDS `cifar10`, `cifar100`, `imagenet2012`, manual)
 
 A selection (`select`) is a list of `name` (every subset), `name/subset`
-(one subset; several may be given) or `suite`: every evaluator in SUITE
-whose data is present, the others skipped with a note.
+(one subset; several may be given) or `suite`: every evaluator
+whose data is present (prepared in the data directory, or its released
+files in the manual directory), the others skipped with one note.
 """
 
 from collections.abc import Mapping, Sequence
@@ -63,32 +64,23 @@ class Evaluator:
   kind: str
   splits: Mapping[str, tuple[str, str]]
 
-  def evaluate(self, encoders: Encoders, params: Any, tokenizer: Any, *,
-               subsets: Sequence[str] | None = None, optional: bool = False,
-               data_dir: str | None = None, manual_dir: str | None = None,
-               out_dir: str | None = None) -> dict | None:
-    """Scores the subsets and summarises; writes the reports to `out_dir`.
-
-    Every subset's split is opened (and prepared from `manual_dir` if it is
-    not built yet) before any is scored, so missing data stops at once.
+  def open(self, subsets: Sequence[str] | None = None, *,
+           optional: bool = False, data_dir: str | None = None,
+           manual_dir: str | None = None
+           ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Opens the subsets' splits, preparing from `manual_dir` what is not
+    built yet.
 
     Args:
-      encoders: from `create_encoders` for the model's config.
-      params: the model's params (any placement).
-      tokenizer: a `hardpos_jax.tokenizer.Tokenizer`.
-      subsets: which of `splits` to score; None scores all.
-      optional: skip a subset whose data is absent, with a note, instead of
-        raising `common.MissingDataError`; never download.
+      subsets: which of `splits`; None opens all.
+      optional: leave out a subset whose data is absent instead of raising
+        `common.MissingDataError`; never download.
       data_dir: TFDS data directory; None means TFDS's default.
       manual_dir: the released files (`input_pipeline.data_source`).
-      out_dir: where to write the reports; None writes nothing.
 
     Returns:
-      The summary: `eval` (the name), `kind`, `seconds` and the kind's
-      `summarize` output (fractions in [0, 1], counts); None when no subset
-      had data.
+      ({subset: random-access split}, {absent subset: why}).
     """
-    start = time.perf_counter()
     sources, absent = {}, {}
     for subset in self.splits if subsets is None else subsets:
       dataset, split = self.splits[subset]
@@ -99,13 +91,24 @@ class Evaluator:
         if not optional:
           raise
         absent[subset] = str(e).splitlines()[0]
-    if absent:
-      first, why = next(iter(absent.items()))
-      console.say(f"{self.name}: skipped {len(absent)} of "
-                  f"{len(sources) + len(absent)} subsets with no data "
-                  f"({first}: {why})", lead_only=True)
-    if not sources:
-      return None
+    return sources, absent
+
+  def score(self, encoders: Encoders, params: Any, tokenizer: Any,
+            sources: Mapping[str, Any], out_dir: str | None = None) -> dict:
+    """Scores opened subsets and summarises; writes the reports to `out_dir`.
+
+    Args:
+      encoders: from `create_encoders` for the model's config.
+      params: the model's params (any placement).
+      tokenizer: a `hardpos_jax.tokenizer.Tokenizer`.
+      sources: {subset: split} from `open`.
+      out_dir: where to write the reports; None writes nothing.
+
+    Returns:
+      The summary: `eval` (the name), `kind`, `seconds` and the kind's
+      `summarize` output (fractions in [0, 1], counts).
+    """
+    start = time.perf_counter()
     kind = kinds.get(self.kind)
     params = sharding.replicate(params, encoders.mesh)
     scores = {}
@@ -122,6 +125,13 @@ class Evaluator:
     if out_dir is not None:
       reports.write(summary, scores, out_dir)
     return summary
+
+  def evaluate(self, encoders: Encoders, params: Any, tokenizer: Any, *,
+               data_dir: str | None = None, manual_dir: str | None = None,
+               out_dir: str | None = None) -> dict:
+    """`open` every subset (missing data raises), then `score` them."""
+    sources, _ = self.open(data_dir=data_dir, manual_dir=manual_dir)
+    return self.score(encoders, params, tokenizer, sources, out_dir)
 
 
 EVALUATORS = {
@@ -148,9 +158,6 @@ EVALUATORS = {
 }
 
 SUITE = "suite"
-# What `suite` runs where the data is present: every benchmark but the
-# test-sized one, compositional benchmarks first.
-SUITE_MEMBERS = tuple(n for n in EVALUATORS if n != "synthetic_tiny")
 
 
 def get(name: str) -> Evaluator:
@@ -191,7 +198,7 @@ def select(names: Sequence[str]) -> list[Selected]:
   named: set[str] = set()  # Named outright: their data must be there.
   for entry in names:
     if entry == SUITE:
-      for name in SUITE_MEMBERS:
+      for name in EVALUATORS:
         subsets.setdefault(name, []).extend(EVALUATORS[name].splits)
       continue
     name, _, subset = entry.partition("/")
@@ -214,23 +221,45 @@ def evaluate(encoders: Encoders, params: Any, tokenizer: Any,
              ) -> dict[str, dict]:
   """Runs a selection (`select`) with one model's params.
 
+  Every selected split is opened before any is scored, so missing data for
+  a named benchmark stops the run at once; `suite`'s absent data is one
+  note. With `out_dir`, each evaluator's reports and, last, the combined
+  headline table (`reports.write_combined`, one row) are written there.
+
   Args:
     encoders: from `create_encoders` for the model's config.
     params: the model's params (any placement).
     tokenizer: a `hardpos_jax.tokenizer.Tokenizer`.
     selection: e.g. ["hard_positives/replace_att", "sugar_crepe"], ["suite"].
-    data_dir, manual_dir, out_dir: see `Evaluator.evaluate`.
+    data_dir, manual_dir: see `Evaluator.open`.
+    out_dir: where to write the reports; None writes nothing.
 
   Returns:
     {name: summary} of the evaluators that had data.
   """
-  chosen = select(selection)
+  opened, absent = [], []
+  for s in select(selection):
+    sources, missing = s.evaluator.open(
+        s.subsets, optional=s.optional, data_dir=data_dir,
+        manual_dir=manual_dir)
+    opened += [(s.evaluator, sources)] if sources else []
+    absent += [f"{s.evaluator.name}/{n}" for n in missing]
+  if absent:
+    console.say(f"No data for {len(absent)} subsets, skipped: "
+                f"{_abbreviate(absent)} (see docs/data.md)", lead_only=True)
   params = sharding.replicate(params, encoders.mesh)
-  summaries = {}
-  for s in chosen:
-    summary = s.evaluator.evaluate(
-        encoders, params, tokenizer, subsets=s.subsets, optional=s.optional,
-        data_dir=data_dir, manual_dir=manual_dir, out_dir=out_dir)
-    if summary is not None:
-      summaries[s.evaluator.name] = summary
+  summaries = {evaluator.name: evaluator.score(encoders, params, tokenizer,
+                                               sources, out_dir)
+               for evaluator, sources in opened}
+  if out_dir is not None:
+    reports.write_combined(reports.combined({"model": summaries}), out_dir)
   return summaries
+
+
+def _abbreviate(names: Sequence[str]) -> str:
+  """"a/x, a/y, b/z" as "a (2 subsets), b/z"."""
+  groups: dict[str, list[str]] = {}
+  for name in names:
+    groups.setdefault(name.split("/")[0], []).append(name)
+  return ", ".join(g[0] if len(g) == 1 else f"{k} ({len(g)} subsets)"
+                   for k, g in groups.items())
