@@ -58,6 +58,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import flops
 from configs import pos_neg
 from hardpos_jax import convert
+from hardpos_jax import hf_format
 from hardpos_jax import sharding
 from hardpos_jax import tokenizer as tokenizer_lib
 from hardpos_jax import train_step as ts
@@ -243,10 +244,10 @@ def run_torch(batch_size: int, compile_: bool) -> dict:
   config = model_config()
   optim = pos_neg.get_config().optim
   params = clip.init_params(config, jax.random.PRNGKey(0))
-  state = convert.openai_to_hf(convert.flax_to_openai(params, config))
+  state = hf_format.openai_to_hf(convert.flax_to_openai(params, config))
   del params
   model = transformers.CLIPModel(
-      transformers.CLIPConfig(**convert.hf_config(config)))
+      transformers.CLIPConfig(**hf_format.hf_config(config)))
   model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()},
                         strict=False)
   model = model.to(device).train()

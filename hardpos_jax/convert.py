@@ -3,26 +3,24 @@
 OpenAI's state-dict layout (`visual.conv1.weight`, `visual.transformer.
 resblocks.N.attn.in_proj_weight`, `token_embedding.weight`, `text_projection`,
 `logit_scale`, ...; open_clip uses the same names) is the interchange format:
-HF `CLIPModel` weights are renamed to it and from it, and one table, `_rules`,
-maps it to and from the Flax params of models/clip.py in both directions.
+one table, `_rules`, maps it to and from the Flax params of models/clip.py in
+both directions. HF `CLIPModel` directories are renamed to it and from it by
+hf_format.py; `read_pytorch`, `write_hf` and `write_open_clip` here are the
+entry points for every PyTorch format.
 
 The command line is `python -m hardpos_jax.export` (export.py): it reads
 through `hardpos_jax.load`, whose api.py imports this module.
 """
 
-import json
 import os
-import shutil
-import tempfile
 from typing import Any, Callable, Iterator, Mapping
 
 import flax.traverse_util
 import jax
 import numpy as np
 
-from hardpos_jax import tokenizer as tokenizer_lib
+from hardpos_jax import hf_format
 from hardpos_jax import torch_io
-from hardpos_jax.data import eval_transform
 from hardpos_jax.models import clip
 
 # OpenAI and open_clip towers use 64-wide attention heads; the state dict does
@@ -90,23 +88,9 @@ def _encoder_rules(torch_prefix, flax_tower, depth):
     yield from _dense_rules(f"{t}mlp.c_proj", (*f, "mlp", "proj"))
 
 
-def _check_openai_style(config: Mapping[str, Any]) -> None:
-  """OpenAI's layout has no slot for big_vision-style structural options."""
-  want = {"image": dict(pool="cls", patch_bias=False, ln_pre=True,
-                        head_bias=False),
-          "text": dict(pool="eot", causal=True, head_bias=False)}
-  for tower, options in want.items():
-    for key, value in options.items():
-      if config[tower][key] != value:
-        raise ValueError(
-            f"Only OpenAI-style towers map to PyTorch CLIP weights: "
-            f"{tower}.{key} is {config[tower][key]!r}, OpenAI's is {value!r}"
-        )
-
-
 def _rules(config: Mapping[str, Any]) -> Iterator[tuple[str, tuple, str]]:
   """(OpenAI key, Flax param path, kind) for every weight of `config`."""
-  _check_openai_style(config)
+  hf_format.check_openai_style(config)
   yield "visual.conv1.weight", ("img", "embedding", "kernel"), "conv"
   yield "visual.class_embedding", ("img", "cls"), "copy"
   yield "visual.positional_embedding", ("img", "pos_embedding"), "copy"
@@ -130,7 +114,8 @@ def _heads(config, path):
 def param_shapes(config: Mapping[str, Any]) -> dict[tuple, tuple]:
   """Flat {path: shape} of `CLIP(**config)`'s params, without allocating."""
   shapes = jax.eval_shape(lambda: clip.init_params(config, jax.random.key(0)))
-  return {k: v.shape for k, v in flax.traverse_util.flatten_dict(shapes).items()}
+  flat = flax.traverse_util.flatten_dict(shapes)
+  return {k: v.shape for k, v in flat.items()}
 
 
 def openai_to_flax(
@@ -230,154 +215,6 @@ def config_from_openai(
   )
 
 
-# HF CLIPModel <-> OpenAI key names: prefixes (first match wins), then the
-# names inside a block.
-_HF_PREFIXES = (
-    ("vision_model.embeddings.class_embedding", "visual.class_embedding"),
-    ("vision_model.embeddings.patch_embedding.weight", "visual.conv1.weight"),
-    ("vision_model.embeddings.position_embedding.weight",
-     "visual.positional_embedding"),
-    ("vision_model.pre_layrnorm.", "visual.ln_pre."),
-    ("vision_model.post_layernorm.", "visual.ln_post."),
-    ("vision_model.encoder.layers.", "visual.transformer.resblocks."),
-    ("text_model.embeddings.token_embedding.weight", "token_embedding.weight"),
-    ("text_model.embeddings.position_embedding.weight",
-     "positional_embedding"),
-    ("text_model.final_layer_norm.", "ln_final."),
-    ("text_model.encoder.layers.", "transformer.resblocks."),
-    ("logit_scale", "logit_scale"),
-)
-_HF_INNER = ((".self_attn.out_proj.", ".attn.out_proj."),
-             (".layer_norm1.", ".ln_1."), (".layer_norm2.", ".ln_2."),
-             (".mlp.fc1.", ".mlp.c_fc."), (".mlp.fc2.", ".mlp.c_proj."))
-# HF keeps projections as Linear weights [E, W]; OpenAI as [W, E] matrices.
-_HF_PROJECTIONS = (("visual_projection.weight", "visual.proj"),
-                   ("text_projection.weight", "text_projection"))
-_HF_QKV = ("q_proj", "k_proj", "v_proj")
-
-
-def _rename(key, prefixes, inner):
-  for src, dst in prefixes:
-    if key.startswith(src):
-      key = dst + key[len(src):]
-      for a, b in inner:
-        key = key.replace(a, b)
-      return key
-  raise KeyError(f"Unknown CLIP weight {key!r}")
-
-
-def hf_to_openai(state: Mapping[str, np.ndarray]) -> dict:
-  """HF `CLIPModel` state dict -> OpenAI-key state dict."""
-  out = {}
-  for hf, oai in _HF_PROJECTIONS:
-    if hf in state:
-      out[oai] = state[hf].T
-  for key, value in state.items():
-    if key in dict(_HF_PROJECTIONS):
-      continue
-    if ".self_attn." in key and key.split(".")[-2] in _HF_QKV:
-      if key.split(".")[-2] != "q_proj":
-        continue  # gathered with q_proj below
-      kind = key.split(".")[-1]
-      base = key[: -len(f"q_proj.{kind}")]
-      parts = [state[f"{base}{p}.{kind}"] for p in _HF_QKV]
-      oai = _rename(base, _HF_PREFIXES, _HF_INNER).replace(
-          ".self_attn.", ".attn.")
-      out[f"{oai}in_proj_{kind}"] = np.concatenate(parts)
-      continue
-    out[_rename(key, _HF_PREFIXES, _HF_INNER)] = value
-  return out
-
-
-def openai_to_hf(state: Mapping[str, np.ndarray]) -> dict:
-  """OpenAI-key state dict -> HF `CLIPModel` state dict."""
-  prefixes = [(b, a) for a, b in _HF_PREFIXES]
-  # Longest first, so `visual.transformer.` wins over `transformer.`.
-  prefixes.sort(key=lambda p: -len(p[0]))
-  inner = [(b, a) for a, b in _HF_INNER]
-  out = {}
-  for key, value in state.items():
-    if key in dict((b, a) for a, b in _HF_PROJECTIONS):
-      hf = dict((b, a) for a, b in _HF_PROJECTIONS)[key]
-      out[hf] = np.asarray(value.T, order="C")
-    elif ".attn.in_proj_" in key:
-      base, kind = key.split(".attn.in_proj_")
-      hf = _rename(base + ".", prefixes, inner) + "self_attn."
-      for p, part in zip(_HF_QKV, np.split(value, 3)):
-        out[f"{hf}{p}.{kind}"] = part
-    else:
-      out[_rename(key, prefixes, inner)] = value
-  return out
-
-
-def config_from_hf(hf: Mapping[str, Any]) -> dict:
-  """HF `CLIPConfig` dict (config.json) -> model config."""
-  if hf.get("model_type") != "clip":
-    raise ValueError(f"Not a CLIPModel config: model_type is "
-                     f"{hf.get('model_type')!r}")
-  v, t = hf["vision_config"], hf["text_config"]
-  for tower in (v, t):
-    if tower.get("layer_norm_eps", 1e-5) != 1e-5:
-      raise ValueError(f"layer_norm_eps {tower['layer_norm_eps']} differs "
-                       "from CLIP's 1e-5, which this model uses")
-  return clip.model_config(
-      None,
-      image=dict(width=v["hidden_size"], depth=v["num_hidden_layers"],
-                 num_heads=v["num_attention_heads"],
-                 mlp_dim=v["intermediate_size"], patch_size=v["patch_size"],
-                 act=v["hidden_act"]),
-      text=dict(width=t["hidden_size"], depth=t["num_hidden_layers"],
-                num_heads=t["num_attention_heads"],
-                mlp_dim=t["intermediate_size"], vocab_size=t["vocab_size"],
-                context_length=t["max_position_embeddings"],
-                act=t["hidden_act"]),
-      embed_dim=hf["projection_dim"], image_size=v["image_size"],
-  )
-
-
-def hf_config(config: Mapping[str, Any]) -> dict:
-  """Model config -> HF `CLIPConfig` dict for config.json."""
-  _check_openai_style(config)
-  img, txt, e = config["image"], config["text"], config["embed_dim"]
-  vocab = txt["vocab_size"]
-  return {
-      "architectures": ["CLIPModel"],
-      "model_type": "clip",
-      "projection_dim": e,
-      "logit_scale_init_value": 2.6592,
-      "torch_dtype": "float32",
-      "text_config": {
-          "model_type": "clip_text_model", "hidden_size": txt["width"],
-          "intermediate_size": txt["mlp_dim"],
-          "num_attention_heads": txt["num_heads"],
-          "num_hidden_layers": txt["depth"], "vocab_size": vocab,
-          "max_position_embeddings": txt["context_length"],
-          "hidden_act": txt["act"], "layer_norm_eps": 1e-5,
-          "projection_dim": e,
-          # SOT/EOT are the last two ids; HF pools at the first eos token.
-          "bos_token_id": vocab - 2, "eos_token_id": vocab - 1,
-          "pad_token_id": 1,
-      },
-      "vision_config": {
-          "model_type": "clip_vision_model", "hidden_size": img["width"],
-          "intermediate_size": img["mlp_dim"],
-          "num_attention_heads": img["num_heads"],
-          "num_hidden_layers": img["depth"],
-          "image_size": config["image_size"], "patch_size": img["patch_size"],
-          "hidden_act": img["act"], "layer_norm_eps": 1e-5,
-          "projection_dim": e, "num_channels": 3,
-      },
-  }
-
-
-def _find_weights(directory: str) -> str:
-  for name in ("model.safetensors", "pytorch_model.bin"):
-    if os.path.isfile(os.path.join(directory, name)):
-      return os.path.join(directory, name)
-  raise FileNotFoundError(f"{directory}: no model.safetensors or "
-                          "pytorch_model.bin")
-
-
 def read_pytorch(path: str, *, quick_gelu: bool = True) -> tuple[dict, dict]:
   """Reads a PyTorch CLIP into (model config, Flax params).
 
@@ -387,9 +224,7 @@ def read_pytorch(path: str, *, quick_gelu: bool = True) -> tuple[dict, dict]:
   """
   try:
     if os.path.isdir(path):
-      with open(os.path.join(path, "config.json")) as f:
-        config = config_from_hf(json.load(f))
-      state = hf_to_openai(torch_io.read_state_dict(_find_weights(path)))
+      config, state = hf_format.read_dir(path)
     else:
       state = torch_io.read_state_dict(path)
       config = config_from_openai(state, quick_gelu=quick_gelu)
@@ -398,71 +233,18 @@ def read_pytorch(path: str, *, quick_gelu: bool = True) -> tuple[dict, dict]:
     raise type(e)(f"{path}: {e.args[0]}") from e
 
 
-def _atomic_dir(path: str, write: Callable[[str], None]) -> None:
-  """Writes a directory in a temp sibling and renames it into place."""
-  parent = os.path.dirname(os.path.abspath(path))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
-  try:
-    write(tmp)
-    if os.path.isdir(path):
-      shutil.rmtree(path)
-    os.replace(tmp, path)
-  finally:
-    if os.path.isdir(tmp):
-      shutil.rmtree(tmp)
-
-
-def _hf_processor_configs(config: Mapping[str, Any]) -> dict[str, dict]:
-  """HF tokenizer/image-processor configs that reproduce OpenAI's transforms."""
-  size = config["image_size"]
-  return {
-      "tokenizer_config.json": {
-          "tokenizer_class": "CLIPTokenizer",
-          # Without it HF does not truncate at the model's context.
-          "model_max_length": config["text"]["context_length"],
-          "bos_token": tokenizer_lib.SOT, "eos_token": tokenizer_lib.EOT,
-          "unk_token": tokenizer_lib.EOT, "pad_token": tokenizer_lib.EOT,
-      },
-      "preprocessor_config.json": {
-          "image_processor_type": "CLIPImageProcessor",
-          "do_resize": True, "size": {"shortest_edge": size},
-          "resample": 3,  # PIL bicubic
-          "do_center_crop": True, "crop_size": {"height": size, "width": size},
-          "do_rescale": True, "rescale_factor": 1 / 255,
-          "do_normalize": True, "image_mean": list(eval_transform.CLIP_MEAN),
-          "image_std": list(eval_transform.CLIP_STD), "do_convert_rgb": True,
-      },
-  }
-
-
 def write_hf(path: str, config: Mapping, params: Mapping, tokenizer=None):
-  """Writes a HF `CLIPModel` directory (config.json + model.safetensors).
+  """Writes a HF `CLIPModel` directory (see `hf_format.write_dir`).
 
   With a tokenizer, also its vocab.json/merges.txt and the tokenizer and
   image-processor configs, so `CLIPProcessor.from_pretrained` works too.
   """
-  state = openai_to_hf(flax_to_openai(params, config))
-  cfg = hf_config(config)
-
-  files = {"config.json": cfg}
-  if tokenizer is not None:
-    files.update(_hf_processor_configs(config))
-
-  def write(tmp):
-    for name, content in files.items():
-      with open(os.path.join(tmp, name), "w") as f:
-        json.dump(content, f, indent=2)
-    torch_io.write_state_dict(state, os.path.join(tmp, "model.safetensors"))
-    if tokenizer is not None:
-      tokenizer.save_hf(tmp)
-
-  _atomic_dir(path, write)
+  hf_format.write_dir(path, config, flax_to_openai(params, config), tokenizer)
 
 
 def write_open_clip(path: str, config: Mapping, params: Mapping) -> None:
   """Writes an OpenAI/open_clip-key state dict (.safetensors, .pt, .bin)."""
-  _check_openai_style(config)
+  hf_format.check_openai_style(config)
   for tower in ("image", "text"):
     width, heads = config[tower]["width"], config[tower]["num_heads"]
     if width != heads * OPENAI_HEAD_WIDTH:

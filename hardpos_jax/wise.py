@@ -186,10 +186,13 @@ def choose_axes(summaries: Mapping[str, dict], x_metric: str | None = None,
       first eval.
 
   Raises:
-    ValueError: a named metric is not a headline number (the choices listed).
+    ValueError: no summary has headline numbers, or a named metric is not
+      one (the choices listed).
   """
   heads = {name: list(reports.headline(s)) for name, s in summaries.items()}
   columns = [c for h in heads.values() for c in h]
+  if not columns:
+    raise ValueError("No headline numbers: no selected eval had data")
 
   def named(metric):
     if metric not in columns:
@@ -293,7 +296,8 @@ def run(*, zero_shot: str, fine_tuned: str, alphas: Sequence[float],
     alphas: α values in [0, 1], evaluated in increasing order.
     evals: a selection (`hardpos_jax.evals.registry.select`).
     out: the output directory (see the module docstring).
-    fine_tuned_step: the fine-tuned workdir's step; default: its latest.
+    fine_tuned_step: the fine-tuned workdir's step; default: its latest
+      complete one.
     data_dir, manual_dir: see `evaluate.evaluate_model`.
     tokenizer: BPE file or HF dir; default: the zero-shot model's own.
     batch_size: images or texts per encoder call, all devices.
@@ -311,6 +315,9 @@ def run(*, zero_shot: str, fine_tuned: str, alphas: Sequence[float],
       raise FileExistsError(f"{alpha_dir(out, alpha)}/model exists; choose "
                             "another --out")
   evals_lib.registry.select(evals)  # Fails on a typo before loading a model.
+  if os.path.isdir(os.path.join(fine_tuned, checkpoint.CHECKPOINTS)):
+    # Resolved once: wise.json names the step read, even as training goes on.
+    fine_tuned_step = checkpoint.workdir_step(fine_tuned, fine_tuned_step)
   zero = api.load_params(zero_shot)
   tuned = api.load_params(fine_tuned, step=fine_tuned_step)
   check_compatible(zero, tuned)

@@ -1,4 +1,8 @@
-"""Flax CLIP vs transformers.CLIPModel parity, import/export, error paths."""
+"""Flax CLIP vs transformers.CLIPModel parity, import/export, error paths.
+
+Covers convert.py (OpenAI keys <-> Flax, the read/write entry points) and
+hf_format.py (HF names and config.json <-> OpenAI keys and model config).
+"""
 
 import json
 import os
@@ -14,6 +18,7 @@ import torch
 import transformers
 
 from hardpos_jax import convert
+from hardpos_jax import hf_format
 from hardpos_jax import torch_io
 from hardpos_jax.models import clip
 
@@ -110,7 +115,7 @@ def test_hf_export_loads_in_transformers_and_matches(hf_dir, tmp_path):
 
 
 def test_openai_state_dict_round_trips_exactly(hf_dir):
-  state = convert.hf_to_openai(
+  state = hf_format.hf_to_openai(
       torch_io.read_state_dict(os.path.join(hf_dir, "model.safetensors")))
   config, params = convert.read_pytorch(hf_dir)
   back = convert.flax_to_openai(convert.openai_to_flax(state, config), config)
@@ -119,7 +124,7 @@ def test_openai_state_dict_round_trips_exactly(hf_dir):
     np.testing.assert_array_equal(back[key], state[key], err_msg=key)
   # And HF <-> OpenAI names are inverse to each other.
   hf_state = torch_io.read_state_dict(os.path.join(hf_dir, "model.safetensors"))
-  again = convert.openai_to_hf(state)
+  again = hf_format.openai_to_hf(state)
   assert set(again) == set(hf_state)
   for key in hf_state:
     np.testing.assert_array_equal(again[key], hf_state[key], err_msg=key)
@@ -297,10 +302,10 @@ def test_failed_export_writes_nothing(tmp_path):
 
 def test_hf_config_round_trips(hf_dir):
   with open(os.path.join(hf_dir, "config.json")) as f:
-    config = convert.config_from_hf(json.load(f))
-  assert convert.config_from_hf(convert.hf_config(config)) == config
+    config = hf_format.config_from_hf(json.load(f))
+  assert hf_format.config_from_hf(hf_format.hf_config(config)) == config
   with pytest.raises(ValueError, match="model_type"):
-    convert.config_from_hf({"model_type": "siglip"})
+    hf_format.config_from_hf({"model_type": "siglip"})
 
 
 def test_bf16_compute_is_close_to_fp32(hf_dir):

@@ -1,4 +1,4 @@
-"""Tests of hardpos_jax.generate: the backends, files and the CLI."""
+"""Tests of hardpos_jax.generate and llm_backend: backends, files, CLI."""
 
 import csv
 import json
@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from hardpos_jax import caption_rules
 from hardpos_jax import generate
+from hardpos_jax import llm_backend
 import records
 from tfds_builders import registered  # pylint: disable=unused-import
 from tfds_builders.coco_hard_pos_neg import layout
@@ -47,7 +48,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 )
 def test_parse_llm_output(reply, kind, expected):
   caption = "three giraffes and two antelope"
-  assert generate.parse_llm_output(reply, caption, kind) == expected
+  assert llm_backend.parse_llm_output(reply, caption, kind) == expected
 
 
 def write_tiny_gpt2(path):
@@ -72,7 +73,7 @@ def write_tiny_gpt2(path):
 
 def test_llm_backend_plumbing(tmp_path):
   write_tiny_gpt2(tmp_path / "gpt2")
-  backend = generate.LLMBackend(str(tmp_path / "gpt2"), max_new_tokens=8)
+  backend = llm_backend.LLMBackend(str(tmp_path / "gpt2"), max_new_tokens=8)
   prompts = []
   pipe = backend._pipe
 
@@ -86,9 +87,9 @@ def test_llm_backend_plumbing(tmp_path):
   result = generate.generate(captions, backend)
   # SWAP is asked only where there is an "and"; REPLACE of every caption.
   assert prompts == [
-      generate.SWAP_PROMPT.format(caption=captions[0]),
-      generate.REPLACE_PROMPT.format(caption=captions[0]),
-      generate.REPLACE_PROMPT.format(caption=captions[1]),
+      llm_backend.SWAP_PROMPT.format(caption=captions[0]),
+      llm_backend.REPLACE_PROMPT.format(caption=captions[0]),
+      llm_backend.REPLACE_PROMPT.format(caption=captions[1]),
   ]
   assert "Input: a bathroom with a sink, toilet and shower" in prompts[0]
   # A random model answers noise, which must become None.
