@@ -5,15 +5,16 @@
       --out=reports/
   python -m hardpos_jax.evaluate --evals=suite --model=ViT-B-32.pt \
       --model=runs/pos_neg --out=reports/      # side by side
-  python -m hardpos_jax.evaluate --workdir=runs/pos_neg [--step=N]
+  python -m hardpos_jax.evaluate --workdir=runs/pos_neg [--step=N|best]
 
 `--model` is anything `hardpos_jax.load` reads, and may be repeated.
 `--workdir` evaluates a training workdir's checkpoint at `--step`, by
-default the latest, and writes to `<workdir>/eval/<step>/` unless `--out`
-says otherwise. `--evals` takes benchmarks, `benchmark/subset` entries or
-`suite` (see `hardpos_jax.evals.registry`). For each eval, the report
-directory receives `<eval>.json`, `<eval>_scores.csv`, `<eval>.md` (also
-printed) and `<eval>.png`; with several models each has its own
+default the latest (`best`: the one its trainer kept by
+`config.select_metric`), and writes to `<workdir>/eval/<step>/` unless
+`--out` says otherwise. `--evals` takes benchmarks, `benchmark/subset`
+entries or `suite` (see `hardpos_jax.evals.registry`). For each eval, the
+report directory receives `<eval>.json`, `<eval>_scores.csv`, `<eval>.md`
+(also printed) and `<eval>.png`; with several models each has its own
 subdirectory. With several models or `suite`, `suite.md` / `.json` / `.png`
 put every model's headline numbers side by side (also printed). On several
 hosts, run the same command on each with `--distributed`.
@@ -72,12 +73,25 @@ def _label(path: str) -> str:
   return os.path.basename(os.path.normpath(path))
 
 
+def _step_flag(text: str | None) -> int | str | None:
+  """`--step`: a number, "best" or unset."""
+  if text is None or text == checkpoint.BEST:
+    return text
+  try:
+    return int(text)
+  except ValueError:
+    raise ValueError(f"--step={text!r}: give a step number or "
+                     f"{checkpoint.BEST!r}") from None
+
+
 def run(*, models: Sequence[str] = (), workdir: str | None = None,
-        step: int | None = None, evals: Sequence[str] = ("hard_positives",),
+        step: int | str | None = None,
+        evals: Sequence[str] = ("hard_positives",),
         data_dir: str | None = None, manual_dir: str | None = None,
         out: str | None = None, tokenizer: str | None = None,
         batch_size: int = 256) -> dict[str, dict[str, dict]]:
-  """The command: evaluate `models` (paths) or a workdir's checkpoint.
+  """The command: evaluate `models` (paths) or a workdir's checkpoint at
+  `step` (a number, "best" or None: the latest).
 
   Returns:
     {model label: {eval name: summary}}; process 0 prints the tables.
@@ -86,10 +100,11 @@ def run(*, models: Sequence[str] = (), workdir: str | None = None,
     raise ValueError("Give exactly one of --model (repeatable) and --workdir")
   evals_lib.registry.select(evals)  # Fails on a typo before loading a model.
   if workdir is not None:
-    step = checkpoint.workdir_step(workdir, step)
-    out = out or os.path.join(workdir, "eval", str(step))
-    loaded = {f"{_label(workdir)}@{step}":
-              lambda: api.load(workdir, tokenizer, step=step)}
+    number = checkpoint.workdir_step(workdir, step)
+    out = out or os.path.join(workdir, "eval", str(number))
+    # The best step lives in <workdir>/best, not always in checkpoints/.
+    loaded = {f"{_label(workdir)}@{number}": lambda: api.load(
+        workdir, tokenizer, step=step if step == checkpoint.BEST else number)}
   elif step is not None or out is None:
     raise ValueError("--model needs --out and takes no --step")
   else:
@@ -123,21 +138,17 @@ def main(argv: Sequence[str]) -> None:
   if f.distributed:
     sharding.initialize_distributed()
   try:
-    run(models=f.model or (), workdir=f.workdir, step=f.step, evals=f.evals,
-        data_dir=f.data_dir, manual_dir=f.manual_dir, out=f.out,
-        tokenizer=f.tokenizer, batch_size=f.batch_size)
+    run(models=f.model or (), workdir=f.workdir, step=_step_flag(f.step),
+        evals=f.evals, data_dir=f.data_dir, manual_dir=f.manual_dir,
+        out=f.out, tokenizer=f.tokenizer, batch_size=f.batch_size)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
 
 
-if __name__ == "__main__":
-  # Defined here, not at import, so the trainer and notebooks can import this.
-  flags.DEFINE_multi_string("model", None,
-                            "A checkpoint hardpos_jax.load reads; repeat to "
-                            "compare models side by side.")
-  flags.DEFINE_string("workdir", None, "A training workdir.")
-  flags.DEFINE_integer("step", None,
-                       "The workdir's step to evaluate; default: the latest.")
+def define_eval_flags(model: str = "the model's") -> None:
+  """Defines the flags of every command that evaluates (this one, `wise`):
+  --evals, --data_dir, --manual_dir, --tokenizer (whose default is `model`
+  own) and --batch_size, the arguments of `evals.evaluate`."""
   flags.DEFINE_list("evals", ["hard_positives"],
                     f"Benchmarks {sorted(evals_lib.EVALUATORS)}, entries "
                     f"benchmark/subset, or {evals_lib.SUITE!r}: every one "
@@ -146,13 +157,25 @@ if __name__ == "__main__":
   flags.DEFINE_string("manual_dir", None,
                       "Released files, to prepare unbuilt datasets; with "
                       "several benchmarks, one folder per TFDS name inside.")
-  flags.DEFINE_string("out", None,
-                      "Report directory; default <workdir>/eval/<step>/.")
   flags.DEFINE_string("tokenizer", None,
-                      "BPE .txt.gz or HF tokenizer dir; default: the model's "
+                      f"BPE .txt.gz or HF tokenizer dir; default: {model} "
                       "own (hardpos_jax.load's `vocab`).")
   flags.DEFINE_integer("batch_size", 256,
                        "Images or texts per encoder call, all devices.")
+
+
+if __name__ == "__main__":
+  # Defined here, not at import, so the trainer and notebooks can import this.
+  flags.DEFINE_multi_string("model", None,
+                            "A checkpoint hardpos_jax.load reads; repeat to "
+                            "compare models side by side.")
+  flags.DEFINE_string("workdir", None, "A training workdir.")
+  flags.DEFINE_string("step", None,
+                      "The workdir's step to evaluate, or 'best' (kept by "
+                      "config.select_metric); default: the latest.")
+  define_eval_flags()
+  flags.DEFINE_string("out", None,
+                      "Report directory; default <workdir>/eval/<step>/.")
   flags.DEFINE_bool("distributed", False,
                     "Join the multi-host runtime (sharding.initialize_distributed).")
   app.run(main)

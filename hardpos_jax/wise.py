@@ -39,6 +39,7 @@ from hardpos_jax import atomic
 from hardpos_jax import checkpoint
 from hardpos_jax import console
 from hardpos_jax import evals as evals_lib
+from hardpos_jax import evaluate
 from hardpos_jax import sharding
 from hardpos_jax.evals import reports
 
@@ -378,18 +379,10 @@ if __name__ == "__main__":
                        "The fine-tuned workdir's step; default: the latest.")
   flags.DEFINE_list("alphas", ["0", "0.25", "0.5", "0.75", "1"],
                     "Weights of the fine-tuned model, in [0, 1].")
-  flags.DEFINE_list("evals", ["hard_positives"],
-                    f"Benchmarks {sorted(evals_lib.EVALUATORS)}, entries "
-                    f"benchmark/subset, or {evals_lib.SUITE!r}.")
+  evaluate.define_eval_flags("the zero-shot model's")
+  # Listed in --help as this command's own, not under hardpos_jax.evaluate.
+  flags.adopt_module_key_flags(evaluate)
   flags.DEFINE_string("out", None, "Output directory.")
-  flags.DEFINE_string("data_dir", None, "TFDS data directory.")
-  flags.DEFINE_string("manual_dir", None,
-                      "Released files, to prepare unbuilt datasets.")
-  flags.DEFINE_string("tokenizer", None,
-                      "BPE .txt.gz or HF tokenizer dir; default: the "
-                      "zero-shot model's own.")
-  flags.DEFINE_integer("batch_size", 256,
-                       "Images or texts per encoder call, all devices.")
   flags.DEFINE_string("x_metric", None,
                       "The plot's x: a headline number's name; default: the "
                       "mean of the retrieval/zero-shot headline numbers.")

@@ -9,7 +9,6 @@ import csv
 import json
 import os
 
-import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -18,10 +17,8 @@ import tensorflow_datasets as tfds
 
 import tiny
 from hardpos_jax import evals
-from hardpos_jax.data import eval_transform
 from hardpos_jax.evals import aro
-from hardpos_jax.models import clip
-from hardpos_jax.tokenizer import Tokenizer
+from hardpos_jax.evals.scoring import as_text
 from tfds_builders import common
 from tfds_builders.aro import aro as aro_builder  # Registers "aro".
 from tfds_builders.aro import perturbations
@@ -46,17 +43,6 @@ FLICKR = [{"image": "flickr30k-images/1007129816.jpg",
                        "Kids play outside"]}]
 
 
-def write_json(path, value):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(value))
-
-
-def write_image(path, seed):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  pixels = np.random.default_rng(seed).integers(0, 256, (40, 48, 3), np.uint8)
-  Image.fromarray(pixels).save(path, format="JPEG")
-
-
 def write_manual_dir(root):
   """Every config's files: 6 VG-R rows, 4 VG-A rows, 5 + 2 captions."""
   # Smooth gradients, so JPEG re-encoding changes pixels only slightly and
@@ -66,13 +52,13 @@ def write_manual_dir(root):
   (root / "images").mkdir(parents=True)
   Image.fromarray(pixels).save(root / "images" / "2380003.jpg", quality=98)
   Image.fromarray(pixels[::-1]).save(root / "images" / "7.jpg", quality=98)
-  write_json(root / "visual_genome_relation.json", [
+  tiny.write_json(root / "visual_genome_relation.json", [
       {"image_path": "2380003.jpg" if i % 2 == 0 else "7.jpg",
        "bbox_x": x, "bbox_y": y, "bbox_w": w, "bbox_h": h,
        "true_caption": f"the cup is {r} the table",
        "false_caption": f"the table is {r} the cup", "relation_name": r}
       for i, ((x, y, w, h), r) in enumerate(zip(BOXES, RELATIONS))])
-  write_json(root / "visual_genome_attribution.json", [
+  tiny.write_json(root / "visual_genome_attribution.json", [
       {"image_path": "2380003.jpg", "bbox_x": x, "bbox_y": y, "bbox_w": w,
        "bbox_h": h, "true_caption": f"the {a} road and the {b} house",
        "false_caption": f"the {b} road and the {a} house",
@@ -80,27 +66,20 @@ def write_manual_dir(root):
       for (x, y, w, h), (a, b) in zip(
           BOXES, [("white", "red"), ("white", "red"), ("white", "red"),
                   ("small", "large")])])
-  write_json(root / "coco_karpathy_test.json", COCO)
-  write_json(root / "flickr30k_test.json", FLICKR)
+  tiny.write_json(root / "coco_karpathy_test.json", COCO)
+  tiny.write_json(root / "flickr30k_test.json", FLICKR)
   for seed, row in enumerate(COCO + FLICKR):
-    write_image(root / row["image"], seed)
+    tiny.write_image(root / row["image"], seed)
 
 
 def build(config, manual_dir, data_dir, **kwargs):
-  builder = tfds.builder("aro", config=config, data_dir=data_dir, **kwargs)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  return builder
+  return tiny.build(f"aro/{config}", manual_dir, data_dir, **kwargs)
 
 
 def read(builder):
   source = builder.as_data_source(split="test")
   return sorted((source[i] for i in range(len(source))),
                 key=lambda e: e["index"])
-
-
-def as_text(value):
-  return value.decode() if isinstance(value, bytes) else value
 
 
 @pytest.fixture(scope="module")
@@ -183,23 +162,23 @@ def test_order_items_are_aro_test_cases(data_dir, manual_dir, config, rows):
 def _break_vg_relation(root):
   rows = json.loads((root / "visual_genome_relation.json").read_text())
   del rows[3]["relation_name"]
-  write_json(root / "visual_genome_relation.json", rows)
+  tiny.write_json(root / "visual_genome_relation.json", rows)
 
 
 def _break_vg_attribution(root):
   rows = json.loads((root / "visual_genome_attribution.json").read_text())
   rows[1]["bbox_x"] = 70  # 70 + 30.2 > 80: outside the image.
-  write_json(root / "visual_genome_attribution.json", rows)
+  tiny.write_json(root / "visual_genome_attribution.json", rows)
 
 
 def _break_coco_row(root):
-  write_json(root / "coco_karpathy_test.json",
-             [COCO[0], {**COCO[1], "caption": "A bus."}])
+  tiny.write_json(root / "coco_karpathy_test.json",
+                  [COCO[0], {**COCO[1], "caption": "A bus."}])
 
 
 def _break_flickr_caption(root):
-  write_json(root / "flickr30k_test.json",
-             [{**FLICKR[0], "caption": ["A dog.", "..."]}])
+  tiny.write_json(root / "flickr30k_test.json",
+                  [{**FLICKR[0], "caption": ["A dog.", "..."]}])
 
 
 @pytest.mark.parametrize("config,breaks,needles", [
@@ -355,10 +334,7 @@ def test_order_metrics_by_hand():
 
 def per_item_scores(model, tokenizer, data_dir):
   """Each item encodes its image and options alone: {subset: {index: s}}."""
-  config, params = model
-  module = clip.CLIP(**config)
-  image_fn = jax.jit(lambda x: module.apply({"params": params}, images=x)[0])
-  text_fn = jax.jit(lambda t: module.apply({"params": params}, text=t)[1])
+  towers = tiny.Towers(model, tokenizer)
   out = {}
   for subset in aro.SUBSETS:
     keys = aro.ORDER_TEXT_KEYS if subset in aro.ORDER_SUBSETS else (
@@ -366,19 +342,16 @@ def per_item_scores(model, tokenizer, data_dir):
     rows = {}
     for record in builder_of(subset, data_dir).as_data_source(
         split="test", decoders={"image": tfds.decode.SkipDecoding()}):
-      pixels = eval_transform.clip_eval_image(
-          eval_transform.decode_rgb(record["image"]), config["image_size"])
-      zimg = np.asarray(image_fn(pixels[None]))[0]
-      rows[int(record["index"])] = [
-          float(zimg @ np.asarray(text_fn(tokenizer([as_text(record[k])],
-                                                    77)))[0]) for k in keys]
+      zimg = towers.image(record["image"])
+      rows[int(record["index"])] = [float(zimg @ towers.text(record[k]))
+                                    for k in keys]
     out[subset] = rows
   return out
 
 
 def test_evaluator_matches_the_per_item_loop(data_dir, tmp_path,
                                              monkeypatch):
-  tokenizer = Tokenizer(tiny.byte_vocab(str(tmp_path / "bytes.txt.gz")))
+  tokenizer = tiny.byte_tokenizer(tmp_path)
   model = tiny.eval_model(tokenizer.vocab_size)
   evaluator = evals.get("aro")
   out_dir = str(tmp_path / "out")

@@ -73,20 +73,14 @@ def sources(data_dir):
 
 def per_item_scores(model, tokenizer, data_dir):
   """The paper's loop: each item encodes its image and 3 captions alone."""
-  config, params = model
-  module = clip.CLIP(**config)
-  image_fn = jax.jit(lambda x: module.apply({"params": params}, images=x)[0])
-  text_fn = jax.jit(lambda t: module.apply({"params": params}, text=t)[1])
+  towers = tiny.Towers(model, tokenizer)
   out = {}
   for subset, source in sources(data_dir).items():
     rows = {}
     for record in source:
-      pixels = eval_transform.clip_eval_image(
-          eval_transform.decode_rgb(record["image"]), config["image_size"])
-      zimg = np.asarray(image_fn(pixels[None]))[0]
+      zimg = towers.image(record["image"])
       rows[int(record["index"])] = [
-          float(zimg @ np.asarray(text_fn(tokenizer([record[k].decode()],
-                                                    77)))[0])
+          float(zimg @ towers.text(record[k]))
           for k in ("caption", "hard_negative", "hard_positive")]
     out[subset] = rows
   return out
@@ -292,17 +286,6 @@ def test_command_on_a_workdir(model, vocab, data_dir, tmp_path, capsys):
     evaluate.run(evals=["synthetic_tiny"])
 
 
-def write_json(path, value):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(value))
-
-
-def write_image(path, seed):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  pixels = np.random.default_rng(seed).integers(0, 256, (40, 48, 3), np.uint8)
-  Image.fromarray(pixels).save(path, format="JPEG")
-
-
 def hard_positives_manual_dir(root):
   """3 items per subset; REPLACE shares an image, SWAP crops one twice."""
   for i, name in enumerate(("vl_checklist_attributes.json",
@@ -315,29 +298,29 @@ def hard_positives_manual_dir(root):
       row = {"image_id": image_id, "image_path": f"data/VG/{image_id}.jpg"}
       data.append({**row, "true_caption": c, "false_caption": c_n})
       swapped.append({**row, "true_caption": c_p, "false_caption": c_n})
-      write_image(root / row["image_path"], int(image_id) + 10 * i)
-    write_json(root / "data" / name, data)
-    write_json(root / "swapped_data" / name, swapped)
+      tiny.write_image(root / row["image_path"], int(image_id) + 10 * i)
+    tiny.write_json(root / "data" / name, data)
+    tiny.write_json(root / "swapped_data" / name, swapped)
   rows = [{"image_path": f"{image}.jpg", "bbox_x": x, "bbox_y": 2,
            "bbox_w": 20, "bbox_h": 30, "true_caption": "a red cat and a dog",
            "false_caption": "a cat and a red dog"}
           for image, x in ((5, 0), (5, 20), (6, 0))]
-  write_json(root / "data/visual_genome_attribution.json", rows)
-  write_json(root / "swapped_data/visual_genome_attribution.json",
-             [{**r, "true_caption": "a dog and a red cat"} for r in rows])
+  tiny.write_json(root / "data/visual_genome_attribution.json", rows)
+  tiny.write_json(root / "swapped_data/visual_genome_attribution.json",
+                  [{**r, "true_caption": "a dog and a red cat"} for r in rows])
   for image in (5, 6):
-    write_image(root / "images" / f"{image}.jpg", image)
+    tiny.write_image(root / "images" / f"{image}.jpg", image)
 
 
 def sugar_crepe_manual_dir(root):
   """2 items per subset on one COCO image, with non-contiguous ids."""
   for subset in evals.get("sugar_crepe").splits:
-    write_json(root / "data" / f"{subset}.json", {
+    tiny.write_json(root / "data" / f"{subset}.json", {
         "0": {"filename": "1.jpg", "caption": "a cat", "negative_caption":
               f"a {subset}"},
         "5": {"filename": "1.jpg", "caption": "a dog", "negative_caption":
               "a cat"}})
-  write_image(root / "val2017" / "1.jpg", 1)
+  tiny.write_image(root / "val2017" / "1.jpg", 1)
 
 
 def test_released_benchmarks_prepared_from_manual_dir(model, tokenizer,

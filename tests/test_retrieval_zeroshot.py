@@ -12,7 +12,6 @@ import csv
 import json
 import os
 
-import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -21,13 +20,11 @@ import tensorflow_datasets as tfds
 
 import tiny
 from hardpos_jax import evals
-from hardpos_jax.data import eval_transform
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.evals import retrieval
 from hardpos_jax.evals import scoring
 from hardpos_jax.evals import zeroshot
 from hardpos_jax.evals import zeroshot_prompts
-from hardpos_jax.models import clip
 from hardpos_jax.tokenizer import Tokenizer
 
 tf.config.set_visible_devices([], "GPU")
@@ -120,25 +117,7 @@ def encoders(model):
   return evals.create_encoders(model[0], tiny.mesh_of(8), B)
 
 
-class Towers:
-  """The model applied to one image or one text at a time."""
-
-  def __init__(self, model, tokenizer):
-    config, params = model
-    module = clip.CLIP(**config)
-    self._size = config["image_size"]
-    self._tokenizer = tokenizer
-    self._image = jax.jit(
-        lambda x: module.apply({"params": params}, images=x)[0])
-    self._text = jax.jit(lambda t: module.apply({"params": params}, text=t)[1])
-
-  def image(self, data):
-    pixels = eval_transform.clip_eval_image(eval_transform.decode_rgb(data),
-                                        self._size)
-    return np.asarray(self._image(pixels[None]))[0]
-
-  def text(self, text):
-    return np.asarray(self._text(self._tokenizer([text], 77)))[0]
+Towers = tiny.Towers
 
 
 def brute_force_ranks(queries, query_labels, gallery, gallery_labels):

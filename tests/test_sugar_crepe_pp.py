@@ -9,7 +9,6 @@ cosine similarities and strict comparisons.
 
 import json
 
-import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -21,8 +20,6 @@ from hardpos_jax.data import eval_transform
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.evals import encoding
 from hardpos_jax.evals import sugar_crepe_pp
-from hardpos_jax.models import clip
-from hardpos_jax.tokenizer import Tokenizer
 from tfds_builders import common
 import tfds_builders.sugar_crepe_pp.sugar_crepe_pp  # Registers the builder.
 
@@ -49,26 +46,19 @@ ROWS = [
 def write_release(root, rows=ROWS, subsets=SUBSETS):
   """data/<subset>.json and val2017/<filename>, as released."""
   (root / "data").mkdir(parents=True, exist_ok=True)
-  (root / "val2017").mkdir(exist_ok=True)
   for subset in subsets:
     # Each subset's captions differ, so its texts are its own.
-    (root / "data" / f"{subset}.json").write_text(json.dumps(
-        [{**r, **{k: f"{r[k]} ({subset})" for k in (
-            "caption", "caption2", "negative_caption")}} for r in rows],
-        indent=1))
+    tiny.write_json(root / "data" / f"{subset}.json", [
+        {**r, **{k: f"{r[k]} ({subset})" for k in (
+            "caption", "caption2", "negative_caption")}} for r in rows])
   for seed, name in enumerate(sorted({r["filename"] for r in rows})):
-    pixels = np.random.default_rng(seed).integers(0, 256, (40, 48, 3),
-                                                   np.uint8)
-    Image.fromarray(pixels).save(root / "val2017" / name, format="JPEG")
+    tiny.write_image(root / "val2017" / name, seed)
   return root
 
 
 def build(subset, manual_dir, data_dir, **kwargs):
-  builder = tfds.builder(f"sugar_crepe_pp/{subset}", data_dir=str(data_dir),
-                         **kwargs)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-  return builder
+  return tiny.build(f"sugar_crepe_pp/{subset}", manual_dir, data_dir,
+                    **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -166,28 +156,22 @@ def test_metrics_against_a_hand_count():
 
 def per_item_scores(model, tokenizer, source):
   """The reference loop: each item encodes its image and captions alone."""
-  config, params = model
-  module = clip.CLIP(**config)
-  image_fn = jax.jit(lambda x: module.apply({"params": params}, images=x)[0])
-  text_fn = jax.jit(lambda t: module.apply({"params": params}, text=t)[1])
+  towers = tiny.Towers(model, tokenizer)
 
   def cos(a, b):  # torch.nn.CosineSimilarity(dim=1, eps=1e-6)
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-6))
 
   out = {}
   for record in source:
-    image = np.asarray(image_fn(eval_transform.clip_eval_image(
-        eval_transform.decode_rgb(record["image"]),
-        config["image_size"])[None]))[0]
-    p1, p2, n = (np.asarray(text_fn(tokenizer([record[k].decode()], 77)))[0]
-                 for k in sugar_crepe_pp.TEXT_KEYS)
+    image = towers.image(record["image"])
+    p1, p2, n = (towers.text(record[k]) for k in sugar_crepe_pp.TEXT_KEYS)
     out[int(record["index"])] = [cos(image, p1), cos(image, p2), cos(image, n),
                               cos(p1, p2), cos(p1, n), cos(p2, n)]
   return out
 
 
 def test_matches_the_per_item_loop(sources, tmp_path):
-  tokenizer = Tokenizer(tiny.byte_vocab(str(tmp_path / "bytes.txt.gz")))
+  tokenizer = tiny.byte_tokenizer(tmp_path)
   model = tiny.eval_model(tokenizer.vocab_size)
   encoders = encoding.create_encoders(model[0], tiny.mesh_of(8), B)
   scores = {s: sugar_crepe_pp.score_split(encoders, model[1], tokenizer,

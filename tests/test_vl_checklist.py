@@ -9,23 +9,17 @@ alone.
 """
 
 import csv
-import json
 import os
 
-import jax
 import numpy as np
-from PIL import Image
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hardpos_jax import evals
-from hardpos_jax.data import eval_transform
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.evals import scoring
 from hardpos_jax.evals import vl_checklist
-from hardpos_jax.models import clip
-from hardpos_jax.tokenizer import Tokenizer
 import tiny
 from tfds_builders import common
 # Importing the module registers the builder.
@@ -67,27 +61,16 @@ RELATION_SUBSETS = [s for s in vl_checklist.SUBSETS
                     if s.startswith("relation/")]
 
 
-def write_json(path, value):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(value))
-
-
 def write_manual_dir(root, files=None):
   for path, rows in (files or RELATION).items():
-    write_json(root / path, rows)
+    tiny.write_json(root / path, rows)
   for seed, path in enumerate(IMAGES):
-    (root / path).parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, (40, 48, 3),
-                                                  np.uint8)
-    Image.fromarray(pixels).save(root / path, format="JPEG")
+    tiny.write_image(root / path, seed)
   return root
 
 
 def build(manual_dir, data_dir, **kwargs):
-  builder = tfds.builder("vl_checklist/relation", data_dir=data_dir, **kwargs)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  return builder
+  return tiny.build("vl_checklist/relation", manual_dir, data_dir, **kwargs)
 
 
 def examples(builder, split):
@@ -98,8 +81,7 @@ def examples(builder, split):
                 key=lambda e: e["index"])
 
 
-def text(value):
-  return value.decode() if isinstance(value, bytes) else value
+text = scoring.as_text  # TFDS gives texts as bytes.
 
 
 # ----------------------------------------------------------------- builder ---
@@ -259,8 +241,7 @@ def test_first_1000_rows_per_file():
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-  return Tokenizer(tiny.byte_vocab(
-      str(tmp_path_factory.mktemp("vocab") / "bytes.txt.gz")))
+  return tiny.byte_tokenizer(tmp_path_factory.mktemp("vocab"))
 
 
 @pytest.fixture(scope="module")
@@ -271,20 +252,14 @@ def model(tokenizer):
 def per_item_scores(model, tokenizer, sources):
   """{subset: {index: (s_c, s_n)}}, encoding each item's image and captions
   alone, as VL-CheckList's OpenCLIP engine does."""
-  config, params = model
-  module = clip.CLIP(**config)
-  image_fn = jax.jit(lambda x: module.apply({"params": params}, images=x)[0])
-  text_fn = jax.jit(lambda t: module.apply({"params": params}, text=t)[1])
+  towers = tiny.Towers(model, tokenizer)
   out = {}
   for subset, source in sources.items():
     out[subset] = {}
     for record in source:
-      pixels = eval_transform.clip_eval_image(
-          eval_transform.decode_rgb(record["image"]), config["image_size"])
-      zimg = np.asarray(image_fn(pixels[None]))[0]
+      zimg = towers.image(record["image"])
       out[subset][int(record["index"])] = [
-          float(zimg @ np.asarray(text_fn(tokenizer([text(record[k])],
-                                                    77)))[0])
+          float(zimg @ towers.text(record[k]))
           for k in ("caption", "hard_negative")]
   return out
 
@@ -293,13 +268,12 @@ def test_evaluation_matches_the_per_item_loop(model, tokenizer, tmp_path,
                                               monkeypatch):
   write_manual_dir(tmp_path / "manual" / "vl_checklist")
   data_dir, out_dir = str(tmp_path / "tfds"), str(tmp_path / "out")
-  evaluator = evals.get("vl_checklist")
   config, params = model
   # manual_dir/vl_checklist/ is found under the shared manual_dir.
-  summary = evaluator.evaluate(
+  summary = evals.evaluate(
       evals.create_encoders(config, tiny.mesh_of(2), 8), params, tokenizer,
-      subsets=RELATION_SUBSETS, data_dir=data_dir,
-      manual_dir=str(tmp_path / "manual"), out_dir=out_dir)
+      [f"vl_checklist/{s}" for s in RELATION_SUBSETS], data_dir=data_dir,
+      manual_dir=str(tmp_path / "manual"), out_dir=out_dir)["vl_checklist"]
 
   with open(os.path.join(out_dir, "vl_checklist_scores.csv")) as f:
     rows = list(csv.DictReader(f))

@@ -7,7 +7,6 @@ that encodes each item's images and captions alone.
 
 import json
 
-import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -15,12 +14,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import tiny
-from hardpos_jax.data import eval_transform
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.evals import encoding
 from hardpos_jax.evals import winoground
-from hardpos_jax.models import clip
-from hardpos_jax.tokenizer import Tokenizer
 from tfds_builders import common
 import tfds_builders.winoground.winoground  # Registers the builder.
 
@@ -61,19 +57,13 @@ def write_release(root, rows=ROWS):
       "".join(json.dumps(r) + "\n" for r in rows))
   names = sorted({r[k] for r in rows for k in ("image_0", "image_1")})
   for seed, name in enumerate(names):
-    pixels = np.random.default_rng(seed).integers(0, 256, (40, 48, 4),
-                                                   np.uint8)
-    mode = "RGBA" if name == "ex_1_img_1" else "RGB"
-    Image.fromarray(pixels[..., :len(mode)]).save(
-        images / f"{name}.png", format="PNG")
+    tiny.write_image(images / f"{name}.png", seed,
+                     "RGBA" if name == "ex_1_img_1" else "RGB", "PNG")
   return root
 
 
 def build(manual_dir, data_dir, **kwargs):
-  builder = tfds.builder("winoground", data_dir=str(data_dir), **kwargs)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-  return builder
+  return tiny.build("winoground", manual_dir, data_dir, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -192,25 +182,18 @@ def test_summary_per_tag_against_a_hand_count():
 
 def per_item_scores(model, tokenizer, source):
   """Each item's four scores, its images and captions encoded alone."""
-  config, params = model
-  module = clip.CLIP(**config)
-  image_fn = jax.jit(lambda x: module.apply({"params": params}, images=x)[0])
-  text_fn = jax.jit(lambda t: module.apply({"params": params}, text=t)[1])
+  towers = tiny.Towers(model, tokenizer)
   out = {}
   for record in source:
-    zimg = [np.asarray(image_fn(eval_transform.clip_eval_image(
-        eval_transform.decode_rgb(record[k]), config["image_size"])[None]))[0]
-            for k in winoground.IMAGE_KEYS]
-    ztxt = [np.asarray(text_fn(tokenizer([record[k].decode()], 77)))[0]
-            for k in winoground.CAPTION_KEYS]
+    zimg = [towers.image(record[k]) for k in winoground.IMAGE_KEYS]
+    ztxt = [towers.text(record[k]) for k in winoground.CAPTION_KEYS]
     out[int(record["id"])] = [float(zimg[i] @ ztxt[c])
                               for i in (0, 1) for c in (0, 1)]
   return out
 
 
 def test_matches_the_per_item_loop(built, source, tmp_path):
-  vocab = tiny.byte_vocab(str(tmp_path / "bytes.txt.gz"))
-  tokenizer = Tokenizer(vocab)
+  tokenizer = tiny.byte_tokenizer(tmp_path)
   model = tiny.eval_model(tokenizer.vocab_size)
   encoders = encoding.create_encoders(model[0], tiny.mesh_of(8), B)
   scores = winoground.score_split(encoders, model[1], tokenizer, source,

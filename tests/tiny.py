@@ -1,12 +1,16 @@
-"""Tiny model configs and batches shared by the tests and their subprocesses."""
+"""Tiny model configs and batches shared by the tests and their subprocesses,
+and the fixture writers and per-item towers of the benchmark tests."""
 
 import gzip
+import json
 
 import jax
 import ml_collections
 import numpy as np
+from PIL import Image
 
 from configs import common
+from hardpos_jax.data import eval_transform
 from hardpos_jax.models import clip
 
 VOCAB, LENGTH, IMAGE = 64, 8, 16
@@ -76,3 +80,63 @@ def eval_model(vocab_size: int) -> tuple[dict, dict]:
 def mesh_of(n: int) -> jax.sharding.Mesh:
   """A "data" mesh over the first n devices."""
   return jax.sharding.Mesh(np.asarray(jax.devices()[:n]), ("data",))
+
+
+def byte_tokenizer(directory):
+  """A Tokenizer of `byte_vocab`, written in `directory` (a pathlib.Path)."""
+  # Imported here, so that the subprocesses that import tiny need not.
+  from hardpos_jax import tokenizer  # pylint: disable=g-import-not-at-top
+  return tokenizer.Tokenizer(byte_vocab(str(directory / "bytes.txt.gz")))
+
+
+class Towers:
+  """A tiny model (`eval_model`'s) applied to one image or one text at a
+  time: the per-item loops the evaluators are checked against."""
+
+  def __init__(self, model, tokenizer):
+    config, params = model
+    module = clip.CLIP(**config)
+    self._size = config["image_size"]
+    self._tokenizer = tokenizer
+    self._image = jax.jit(
+        lambda x: module.apply({"params": params}, images=x)[0])
+    self._text = jax.jit(lambda t: module.apply({"params": params}, text=t)[1])
+
+  def image(self, data):
+    """[D] unit embedding of encoded image bytes, as the evaluators see
+    them."""
+    pixels = eval_transform.clip_eval_image(eval_transform.decode_rgb(data),
+                                            self._size)
+    return np.asarray(self._image(pixels[None]))[0]
+
+  def text(self, text):
+    """[D] unit embedding of a text (bytes, as TFDS gives it, or str)."""
+    if isinstance(text, bytes):
+      text = text.decode()
+    return np.asarray(self._text(self._tokenizer([text], 77)))[0]
+
+
+def write_json(path, value):
+  """Writes `value` as JSON to `path` (a pathlib.Path), making its folder."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(value))
+
+
+def write_image(path, seed, mode="RGB", format="JPEG"):
+  """Writes a 48x40 image of random pixels ("RGB" or "RGBA") to `path`,
+  making its folder."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  pixels = np.random.default_rng(seed).integers(0, 256, (40, 48, len(mode)),
+                                                np.uint8)
+  Image.fromarray(pixels).save(path, format=format)
+
+
+def build(name, manual_dir, data_dir, **kwargs):
+  """Prepares the TFDS dataset `name` ("dataset/config") from `manual_dir`
+  in `data_dir`; `kwargs` go to the builder (e.g. skip_bad_examples)."""
+  # Imported here, so that the subprocesses that import tiny need not.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder(name, data_dir=str(data_dir), **kwargs)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(manual_dir)))
+  return builder

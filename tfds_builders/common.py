@@ -15,7 +15,7 @@ import inspect
 import io
 import json
 import pathlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from absl import logging
@@ -61,6 +61,35 @@ def read_json(path: pathlib.Path) -> Any:
     ) from e
   except (OSError, UnicodeDecodeError) as e:
     raise DataError(f"{path} cannot be read: {e}") from e
+
+
+def read_json_list(path: pathlib.Path, what: str = "rows") -> list[Any]:
+  """Returns the JSON list at `path`; `what` names its items in the error."""
+  items = read_json(path)
+  if not isinstance(items, list):
+    raise DataError(
+        f"{path}: expected a JSON list of {what}, got {type(items).__name__}")
+  return items
+
+
+def check_present(what: str, files: Iterable[pathlib.Path] = (),
+                  dirs: Iterable[pathlib.Path] = ()) -> None:
+  """Raises one MissingDataError that lists every file and folder missing.
+
+  Called before a build writes anything, so that an incomplete download
+  stops it at once, and is reported whole rather than a file per attempt.
+
+  Args:
+    what: what needs them, e.g. "vl_checklist/relation".
+    files: files that must exist.
+    dirs: folders that must exist.
+  """
+  missing = sorted({str(f) for f in files if not f.is_file()}
+                   | {str(d) for d in dirs if not d.is_dir()})
+  if missing:
+    raise MissingDataError(
+        f"{what} needs these, missing from manual_dir: {', '.join(missing)}"
+        " (see docs/data.md)")
 
 
 def read_lines(path: pathlib.Path) -> list[str]:
@@ -129,13 +158,14 @@ def read_image(
     path: pathlib.Path,
     box: tuple[float, float, float, float] | None = None,
     shorter_side: int | None = None,
+    as_released: bool = False,
 ) -> bytes:
   """Returns the image at `path` as RGB JPEG bytes, optionally cropped.
 
   An RGB JPEG that needs no crop or resize is returned byte for byte, so
   models see exactly the source pixels. Anything else is decoded, converted
   to RGB (greyscale and CMYK included), cropped, resized and re-encoded at
-  `JPEG_QUALITY`.
+  `JPEG_QUALITY`, unless `as_released`.
 
   Args:
     path: the image file.
@@ -143,14 +173,18 @@ def read_image(
       PIL `image.crop((x, y, x + w, y + h))`; it must lie inside the image.
     shorter_side: if the image's shorter side is longer, it is resized
       (PIL bicubic, antialiased, aspect kept) to this; never enlarged.
+    as_released: return the file's bytes, in any format and mode, once PIL
+      has decoded the whole image (no box or shorter_side).
 
   Returns:
-    JPEG bytes of an RGB image.
+    JPEG bytes of an RGB image, or the file's bytes if `as_released`.
 
   Raises:
     DataError: the file is missing, empty or not a readable image, or the box
       is empty or reaches outside the image.
   """
+  if as_released and (box is not None or shorter_side is not None):
+    raise ValueError("An image read as released cannot be cropped or resized")
   try:
     data = path.read_bytes()
   except FileNotFoundError as e:
@@ -163,8 +197,8 @@ def read_image(
     with Image.open(io.BytesIO(data)) as image:
       image.load()  # Decodes everything, so truncated files fail here.
       size = _resized(image.size, shorter_side)
-      if (box is None and size == image.size and image.format == "JPEG"
-          and image.mode == "RGB"):
+      if as_released or (box is None and size == image.size
+                         and image.format == "JPEG" and image.mode == "RGB"):
         return data
       image = image.convert("RGB")
   except Image.UnidentifiedImageError as e:
@@ -285,18 +319,59 @@ def record_caption_ids(info: tfds.core.DatasetInfo, split: str,
   info.metadata.setdefault("caption_ids", {})[split] = ids
 
 
-def benchmark_features(
-    image_format: str = "jpeg") -> tfds.features.FeaturesDict:
-  """The benchmark schema of hard_positives and synthetic_shapes_benchmark."""
+def item_features(
+    texts: Sequence[str], index_key: str = "index", image_format: str = "jpeg",
+    **more: tfds.features.FeatureConnector) -> tfds.features.FeaturesDict:
+  """A benchmark item's schema: `image`, the `texts` (Text features), its id
+  `index_key` (int64), then `more`, in this order.
+
+  Args:
+    texts: text features, e.g. caption, hard_negative.
+    index_key: the int64 feature that identifies the item.
+    image_format: how `image` is stored.
+    **more: any other features.
+  """
   return tfds.features.FeaturesDict({
       "image": tfds.features.Image(encoding_format=image_format),
-      "caption": tfds.features.Text(),
-      "hard_negative": tfds.features.Text(),
-      "hard_positive": tfds.features.Text(),
-      "image_id": tfds.features.Text(),
-      # The item's row in its source file (or its key, synthetic).
-      "index": tfds.features.Scalar(dtype=np.int64),
+      **{name: tfds.features.Text() for name in texts},
+      index_key: tfds.features.Scalar(dtype=np.int64),
+      **more,
   })
+
+
+def benchmark_features(
+    image_format: str = "jpeg") -> tfds.features.FeaturesDict:
+  """The benchmark schema of hard_positives and synthetic_shapes_benchmark;
+  `index` is the item's row in its source file (or its key, synthetic)."""
+  return item_features(
+      ("caption", "hard_negative", "hard_positive", "image_id"),
+      image_format=image_format)
+
+
+def file_configs(names: Sequence[str]) -> list[tfds.core.BuilderConfig]:
+  """A config per released file `data/<name>.json`, named `name`: the
+  benchmarks released as a JSON file per subset over the COCO 2017
+  validation images (SugarCrepe, SugarCrepe++)."""
+  return [tfds.core.BuilderConfig(name=name, description=f"data/{name}.json")
+          for name in names]
+
+
+def file_instructions(repository: str) -> str:
+  """MANUAL_DOWNLOAD_INSTRUCTIONS of `file_configs` builders whose files come
+  from github.com/<repository>."""
+  return f"""\
+manual_dir holds `data/<subset>.json` from github.com/{repository} and the
+COCO 2017 validation images in `val2017/` (unzipped
+http://images.cocodataset.org/zips/val2017.zip). See docs/data.md.
+"""
+
+
+def read_config_file(
+    manual_dir: pathlib.Path, config: tfds.core.BuilderConfig
+) -> tuple[pathlib.Path, Any]:
+  """(path, parsed JSON) of the `file_configs` config's file in manual_dir."""
+  path = manual_dir / "data" / f"{config.name}.json"
+  return path, read_json(path)
 
 
 class ArrayRecordBuilder(
@@ -344,6 +419,17 @@ class ManualDataBuilder(ArrayRecordBuilder, skip_registration=True):
   def __init__(self, *, skip_bad_examples: bool = False, **kwargs: Any):
     self._skip_bad_examples = skip_bad_examples
     super().__init__(**kwargs)
+
+  def _test_split(
+      self,
+      source: pathlib.Path,
+      rows: Iterable[tuple[str, Any]],
+      make_example: Callable[[Any], tuple[Key, Example]],
+  ) -> dict[str, Iterator[tuple[Key, Example]]]:
+    """The split generators of a benchmark with one `test` split; see
+    `_generate_examples`."""
+    return {"test": self._generate_examples("test", source, rows,
+                                            make_example)}
 
   def _generate_examples(
       self,

@@ -41,11 +41,11 @@ from collections.abc import Mapping, Sequence
 import dataclasses
 from typing import Any
 
-from matplotlib import figure
 import numpy as np
 
 from hardpos_jax.evals import encoding
 from hardpos_jax.evals import metrics
+from hardpos_jax.evals import plots
 from hardpos_jax.evals import scoring
 from tfds_builders.aro import perturbations
 
@@ -128,15 +128,11 @@ class GroupedScores(scoring.SplitScores):
   groups: np.ndarray
 
 
-def _text(value: bytes | str) -> str:
-  return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
 def _group(value: Any) -> str:
   """ARO's group label of a relation (text) or attribute pair (sequence)."""
   if isinstance(value, (bytes, str)):
-    return _text(value)
-  return "_".join(_text(v) for v in value)
+    return scoring.as_text(value)
+  return "_".join(scoring.as_text(v) for v in value)
 
 
 class _GroupReader:
@@ -282,9 +278,7 @@ def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
   for name, s in scores.items():
     result = (order_metrics(s.scores) if name in ORDER_SUBSETS else
               vg_metrics(*s.scores.T, s.groups, name))
-    subsets[name] = {**result, "images": s.num_images, "texts": s.num_texts,
-                     "text_length": s.text_length,
-                     "truncated": s.num_truncated}
+    subsets[name] = {**result, **s.counts()}
   return {"subsets": subsets}
 
 
@@ -320,16 +314,6 @@ def format_table(summary: dict) -> str:
 def plot(summary: dict, path: str) -> None:
   """Writes a PNG of the accuracy and ARO's number per subset."""
   rows = summary["subsets"]
-  fig = figure.Figure(figsize=(8, 4), layout="constrained")
-  ax = fig.subplots()
-  x = np.arange(len(rows))
-  for offset, key, label in ((-0.2, "accuracy", "accuracy (ties fail)"),
-                             (0.2, "aro", "ARO's number")):
-    ax.bar(x + offset, [np.nan if r[key] is None else 100 * r[key]
-                        for r in rows.values()], 0.4, label=label)
-  ax.set_xticks(x, [_NAMES[n] for n in rows])
-  ax.set_ylabel("%")
-  ax.set_ylim(0, 100)
-  ax.legend()
-  ax.set_title(summary["eval"])
-  fig.savefig(path, format="png", dpi=100)
+  plots.bars(path, summary["eval"], [_NAMES[n] for n in rows], {
+      "accuracy (ties fail)": [r["accuracy"] for r in rows.values()],
+      "ARO's number": [r["aro"] for r in rows.values()]}, full_scale=True)

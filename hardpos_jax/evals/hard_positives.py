@@ -12,6 +12,7 @@ from matplotlib import figure
 import numpy as np
 
 from hardpos_jax.evals import metrics
+from hardpos_jax.evals import plots
 from hardpos_jax.evals import scoring
 
 SUBSETS = ("replace_att", "replace_rel", "swap")
@@ -48,20 +49,18 @@ def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
     {"subsets": {subset: metrics and counts}} and, with both REPLACE
     subsets, "replace_macro" and "replace_micro" metrics.
   """
-  subsets = {
-      name: {**metrics.hard_positive_metrics(*s.scores.T),
-             "images": s.num_images, "texts": s.num_texts,
-             "text_length": s.text_length, "truncated": s.num_truncated}
-      for name, s in scores.items()
-  }
+  subsets = {name: {**_metrics(s.scores), **s.counts()}
+             for name, s in scores.items()}
   if not all(n in scores for n in REPLACE):
     return {"subsets": subsets}
-  per_subset = [{k: subsets[n][k] for k in ("count",
-                                            *metrics.HARD_POSITIVE_METRICS)}
-                for n in REPLACE]
-  pooled = np.concatenate([scores[n].scores for n in REPLACE])
-  return {"subsets": subsets, "replace_macro": metrics.macro(per_subset),
-          "replace_micro": metrics.hard_positive_metrics(*pooled.T)}
+  replace = metrics.summarize_subsets({n: scores[n] for n in REPLACE},
+                                      _metrics)
+  return {"subsets": subsets, "replace_macro": replace["macro"],
+          "replace_micro": replace["micro"]}
+
+
+def _metrics(scores: np.ndarray) -> dict[str, float]:
+  return metrics.hard_positive_metrics(*scores.T)
 
 
 def headline(summary: dict) -> dict[str, float]:
@@ -92,32 +91,22 @@ def _rows(summary: dict) -> list[tuple[str, dict]]:
 
 def format_table(summary: dict) -> str:
   """A markdown table of `summary` (from `summarize`), metrics in percent."""
-  lines = ["| subset | items | images | texts | "
-           + " | ".join(_COLUMNS.values()) + " |",
-           "|---" * (4 + len(_COLUMNS)) + "|"]
-  for name, row in _rows(summary):
-    counts = [row["count"], row.get("images", ""), row.get("texts", "")]
-    lines.append(f"| {name} | " + " | ".join(map(str, counts)) + " | " +
-                 " | ".join(f"{100 * row[k]:.1f}" for k in _COLUMNS) + " |")
-  return "\n".join(lines)
+  return metrics.format_rows(_rows(summary), _COLUMNS)
 
 
 def plot(summary: dict, path: str) -> None:
   """Writes a PNG: Orig vs Aug per subset, and Brittleness."""
   rows = _rows(summary)
   names = [n for n, _ in rows]
-  x = np.arange(len(rows))
   fig = figure.Figure(figsize=(11, 4), layout="constrained")
   fig.suptitle(summary["eval"])
   left, right = fig.subplots(1, 2, width_ratios=(3, 2))
-  for offset, key in ((-0.2, "original"), (0.2, "augmented")):
-    left.bar(x + offset, [100 * r[key] for _, r in rows], 0.4,
-             label=_COLUMNS[key])
+  plots.draw_bars(left, names, {_COLUMNS[k]: [r[k] for _, r in rows]
+                                for k in ("original", "augmented")},
+                  rotation=20)
   left.set_title("Accuracy with and without hard positives")
-  left.legend()
-  right.bar(x, [100 * r["brittleness"] for _, r in rows], color="tab:red")
+  plots.draw_bars(right, names, {"brittleness": [r["brittleness"]
+                                                 for _, r in rows]},
+                  rotation=20, color="tab:red")
   right.set_title("Brittleness (lower is better)")
-  for ax in (left, right):
-    ax.set_xticks(x, names, rotation=20, ha="right")
-    ax.set_ylabel("%")
   fig.savefig(path, format="png", dpi=100)

@@ -4,9 +4,13 @@ Each item has an image and captions scored by cosine similarity s: its
 caption c, a hard negative c_n and (hard-positive benchmark) a hard positive
 c_p. Every comparison is strict, so a tie counts as a failure, and ties are
 reported on their own. Values are fractions in [0, 1]; N is the item count.
+
+Also what the kinds with subsets share: score checks, per-subset summaries
+with their macro and micro, and their markdown table.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,20 +24,47 @@ HARD_POSITIVE_METRICS = (
 )
 
 
+def check_scores(scores: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+  """Returns `scores` as an array once it is [N > 0, C] and finite.
+
+  Args:
+    scores: per-item scores, a column per comparison.
+    columns: the C column names, which errors name.
+
+  Raises:
+    ValueError: another shape, no items, or a NaN or infinite score (NaN
+      compares False everywhere and would pass as a silent failure).
+  """
+  scores = np.asarray(scores)
+  expected = (f"scores of shape [N > 0, {len(columns)}] (columns "
+              f"{', '.join(columns)})")
+  if scores.ndim != 2 or scores.shape[1] != len(columns):
+    raise ValueError(f"Expected {expected}, got {scores.shape}")
+  if not len(scores):
+    raise ValueError(f"No items to score: expected {expected}")
+  bad = (~np.isfinite(scores)).sum(axis=0)
+  if bad.any():
+    raise ValueError("Scores are not finite: " + ", ".join(
+        f"{name} has {int(n)} non-finite scores"
+        for name, n in zip(columns, bad) if n))
+  return scores
+
+
 def _check(**scores: np.ndarray) -> list[np.ndarray]:
+  """The named [N] arrays, checked as the columns of `check_scores`."""
   arrays = [np.asarray(s) for s in scores.values()]
   shapes = {a.shape for a in arrays}
   if len(shapes) != 1 or arrays[0].ndim != 1:
     raise ValueError("Scores must be 1-D arrays of one length [N], got "
                      f"{ {k: a.shape for k, a in zip(scores, arrays)} }")
-  if not arrays[0].size:
-    raise ValueError("No items to score")
-  for name, a in zip(scores, arrays):
-    # NaN compares False everywhere and would pass as a silent failure.
-    if not np.isfinite(a).all():
-      raise ValueError(f"{name} has {int((~np.isfinite(a)).sum())} "
-                       "non-finite scores")
+  check_scores(np.stack(arrays, axis=1), list(scores))
   return arrays
+
+
+def rates(flags: Mapping[str, np.ndarray]) -> dict[str, float]:
+  """The mean of each of the bool [N] `flags`, after `count` (N)."""
+  return {"count": len(next(iter(flags.values()))),
+          **{k: float(v.mean()) for k, v in flags.items()}}
 
 
 def hard_positive_flags(s_c: np.ndarray, s_n: np.ndarray,
@@ -61,9 +92,7 @@ def hard_positive_flags(s_c: np.ndarray, s_n: np.ndarray,
 def hard_positive_metrics(s_c: np.ndarray, s_n: np.ndarray,
                           s_p: np.ndarray) -> dict[str, float]:
   """Means of `hard_positive_flags` over [N] items, plus `count` (N)."""
-  flags = hard_positive_flags(s_c, s_n, s_p)
-  return {"count": len(s_c),
-          **{k: float(v.mean()) for k, v in flags.items()}}
+  return rates(hard_positive_flags(s_c, s_n, s_p))
 
 
 def accuracy(s_c: np.ndarray, s_n: np.ndarray) -> dict[str, float]:
@@ -85,3 +114,45 @@ def macro(results: Sequence[Mapping[str, float]]) -> dict[str, float]:
     raise ValueError("No subsets to average")
   return {k: (sum(r[k] for r in results) if k == "count" else
               float(np.mean([r[k] for r in results]))) for k in results[0]}
+
+
+def summarize_subsets(scores: Mapping[str, Any],
+                      score_metrics: Callable[[np.ndarray], dict[str, float]]
+                      ) -> dict:
+  """Metrics per subset, their macro and their micro.
+
+  Args:
+    scores: {subset: `scoring.SplitScores`}.
+    score_metrics: [N, C] scores -> {"count", metric: fraction}.
+
+  Returns:
+    {"subsets": {subset: its metrics and `counts()`}, "macro": the mean over
+    subsets (`macro`), "micro": the metrics of every item pooled}.
+  """
+  results = {name: score_metrics(s.scores) for name, s in scores.items()}
+  pooled = np.concatenate([s.scores for s in scores.values()])
+  return {"subsets": {name: {**result, **scores[name].counts()}
+                      for name, result in results.items()},
+          "macro": macro(list(results.values())),
+          "micro": score_metrics(pooled)}
+
+
+def subset_rows(summary: dict) -> list[tuple[str, dict]]:
+  """A `summarize_subsets` summary's rows: the subsets, macro, micro."""
+  return [*summary["subsets"].items(), ("macro", summary["macro"]),
+          ("micro", summary["micro"])]
+
+
+def format_rows(rows: Sequence[tuple[str, Mapping[str, Any]]],
+                columns: Mapping[str, str]) -> str:
+  """A markdown table: per (name, row), its items, images and texts (blank
+  where the row has none, as macro and micro), then `columns` ({metric:
+  heading}) in percent."""
+  lines = ["| subset | items | images | texts | "
+           + " | ".join(columns.values()) + " |",
+           "|---" * (4 + len(columns)) + "|"]
+  for name, row in rows:
+    counts = [row["count"], row.get("images", ""), row.get("texts", "")]
+    lines.append(f"| {name} | " + " | ".join(map(str, counts)) + " | "
+                 + " | ".join(f"{100 * row[k]:.1f}" for k in columns) + " |")
+  return "\n".join(lines)

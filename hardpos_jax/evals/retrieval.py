@@ -32,10 +32,10 @@ import dataclasses
 from typing import Any
 
 import jax
-from matplotlib import figure
 import numpy as np
 
 from hardpos_jax.evals import encoding
+from hardpos_jax.evals import plots
 from hardpos_jax.evals import scoring
 
 CAPTIONS_PER_IMAGE = 5
@@ -118,10 +118,7 @@ def read_gallery(source: Any, spec: CaptionedImages,
     positions.append(position)
     captions.append([texts.setdefault(t.decode("utf-8"), len(texts))
                      for t in own[:CAPTIONS_PER_IMAGE]])
-  order = np.argsort(ids, kind="stable")
-  index = np.asarray(ids, np.int64)[order]
-  if len(np.unique(index)) != len(index):
-    raise ValueError(f"The split repeats {spec.id_key} values")
+  order, index = scoring.id_order(ids, spec.id_key)
   return Gallery(
       index=index, image_positions=np.asarray(positions, np.int64)[order],
       captions=np.asarray(captions, np.int64).reshape(
@@ -234,20 +231,8 @@ def format_table(summary: dict) -> str:
 
 def plot(summary: dict, path: str) -> None:
   """Writes a PNG: Recall@k per direction (and subset), grouped by k."""
-  bars = [(f"{name} {arrow}", row[d])
-          for name, row in summary["subsets"].items()
-          for d, arrow in _DIRECTIONS.items()]
-  fig = figure.Figure(figsize=(8, 4), layout="constrained")
-  ax = fig.subplots()
-  x = np.arange(len(RECALL_AT))
-  width = 0.8 / len(bars)
-  for i, (label, recalls) in enumerate(bars):
-    ax.bar(x + (i - (len(bars) - 1) / 2) * width,
-           [100 * recalls[f"recall@{k}"] for k in RECALL_AT], width,
-           label=label)
-  ax.set_xticks(x, [f"R@{k}" for k in RECALL_AT])
-  ax.set_ylabel("recall (%)")
-  ax.set_ylim(0, 100)
-  ax.set_title(summary["eval"])
-  ax.legend()
-  fig.savefig(path, format="png", dpi=100)
+  plots.bars(path, summary["eval"], [f"R@{k}" for k in RECALL_AT], {
+      f"{name} {arrow}": [row[d][f"recall@{k}"] for k in RECALL_AT]
+      for name, row in summary["subsets"].items()
+      for d, arrow in _DIRECTIONS.items()}, ylabel="recall (%)",
+             full_scale=True)

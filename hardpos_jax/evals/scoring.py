@@ -39,8 +39,42 @@ from hardpos_jax.evals.encoding import Encoders
 _READ_CHUNK = 1024
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+  """A record's text feature (bytes from TFDS) as a string."""
   return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+class ImageIndex:
+  """Numbers a split's distinct images, told apart by their encoded bytes,
+  in the order they are first seen.
+
+  Attributes:
+    places: each distinct image's place (what `row` was given), by row.
+  """
+
+  def __init__(self):
+    self._rows: dict[bytes, int] = {}
+    self.places: list[Any] = []
+
+  def row(self, data: bytes, place: Any) -> int:
+    """The row of the image `data`; an unseen image's `place` (where to
+    read it again) is noted in `places`."""
+    digest = hashlib.blake2b(data, digest_size=16).digest()
+    if digest not in self._rows:
+      self._rows[digest] = len(self._rows)
+      self.places.append(place)
+    return self._rows[digest]
+
+
+def id_order(ids: Sequence[int], key: str) -> tuple[np.ndarray, np.ndarray]:
+  """(order, ids[order]): the stable order that sorts `ids`, and the sorted
+  ids, which must differ; `key` (their feature) names them in the error."""
+  order = np.argsort(ids, kind="stable")
+  index = np.asarray(ids, np.int64)[order]
+  if len(np.unique(index)) != len(index):
+    raise ValueError(f"The split repeats {key} values, so its items "
+                     "cannot be told apart")
+  return order, index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,26 +125,18 @@ def read_items(source: Any, text_keys: Sequence[str], index_key: str,
   Returns:
     The `Items`, sorted by id, so a rebuilt dataset scores in one order.
   """
-  images, image_positions, texts = {}, [], {}
+  images, texts = ImageIndex(), {}
   index, image, text = [], [], []
   for position, record in read_records(source, before_chunk):
-    digest = hashlib.blake2b(record["image"], digest_size=16).digest()
-    if digest not in images:
-      images[digest] = len(images)
-      image_positions.append(position)
-    image.append(images[digest])
-    text.append([texts.setdefault(_text(record[k]), len(texts))
+    image.append(images.row(record["image"], position))
+    text.append([texts.setdefault(as_text(record[k]), len(texts))
                  for k in text_keys])
     index.append(int(record[index_key]))
-  order = np.argsort(index, kind="stable")
-  index = np.asarray(index, np.int64)[order]
-  if len(np.unique(index)) != len(index):
-    raise ValueError(f"The split repeats {index_key} values, so its items "
-                     "cannot be told apart")
+  order, index = id_order(index, index_key)
   return Items(index=index, image=np.asarray(image, np.int64)[order],
                text=np.asarray(text, np.int64).reshape(-1, len(text_keys))[
                    order],
-               image_positions=np.asarray(image_positions, np.int64),
+               image_positions=np.asarray(images.places, np.int64),
                texts=list(texts))
 
 
@@ -133,6 +159,11 @@ class SplitScores:
   num_texts: int
   text_length: int
   num_truncated: int
+
+  def counts(self) -> dict[str, int]:
+    """What scoring took, as the kinds' summaries report it."""
+    return {"images": self.num_images, "texts": self.num_texts,
+            "text_length": self.text_length, "truncated": self.num_truncated}
 
 
 def score_split(encoders: Encoders, params: Any, tokenizer: Any, source: Any,

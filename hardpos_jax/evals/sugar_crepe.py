@@ -7,10 +7,8 @@ Each item scores its image against its caption c and hard negative c_n
 
 from collections.abc import Mapping
 
-from matplotlib import figure
-import numpy as np
-
 from hardpos_jax.evals import metrics
+from hardpos_jax.evals import plots
 from hardpos_jax.evals import scoring
 from tfds_builders.sugar_crepe.sugar_crepe import SUBSETS
 
@@ -39,48 +37,24 @@ def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
     {"subsets": {subset: accuracy and counts}, "macro": accuracy,
     "micro": accuracy}.
   """
-  subsets = {
-      name: {**metrics.accuracy(*s.scores.T), "images": s.num_images,
-             "texts": s.num_texts, "text_length": s.text_length,
-             "truncated": s.num_truncated}
-      for name, s in scores.items()
-  }
-  pooled = np.concatenate([s.scores for s in scores.values()])
-  return {"subsets": subsets,
-          "macro": metrics.macro([{k: s[k] for k in ("count", "accuracy")}
-                                  for s in subsets.values()]),
-          "micro": metrics.accuracy(*pooled.T)}
+  return metrics.summarize_subsets(scores, lambda s: metrics.accuracy(*s.T))
 
 
 def headline(summary: dict) -> dict[str, float]:
   """Accuracy per subset and the macro mean over them."""
-  return {name: row["accuracy"] for name, row in _rows(summary)
+  return {name: row["accuracy"] for name, row in metrics.subset_rows(summary)
           if name != "micro"}
-
-
-def _rows(summary: dict) -> list[tuple[str, dict]]:
-  return [*summary["subsets"].items(), ("macro", summary["macro"]),
-          ("micro", summary["micro"])]
 
 
 def format_table(summary: dict) -> str:
   """A markdown table of `summary` (from `summarize`), accuracy in percent."""
-  lines = ["| subset | items | images | texts | accuracy |",
-           "|---|---|---|---|---|"]
-  for name, row in _rows(summary):
-    lines.append(f"| {name} | {row['count']} | {row.get('images', '')} | "
-                 f"{row.get('texts', '')} | {100 * row['accuracy']:.1f} |")
-  return "\n".join(lines)
+  return metrics.format_rows(metrics.subset_rows(summary),
+                             {"accuracy": "accuracy"})
 
 
 def plot(summary: dict, path: str) -> None:
   """Writes a PNG of the accuracy per subset, macro and micro."""
-  rows = _rows(summary)
-  fig = figure.Figure(figsize=(8, 4), layout="constrained")
-  ax = fig.subplots()
-  x = np.arange(len(rows))
-  ax.bar(x, [100 * r["accuracy"] for _, r in rows])
-  ax.set_xticks(x, [n for n, _ in rows], rotation=20, ha="right")
-  ax.set_ylabel("accuracy (%)")
-  ax.set_title(summary["eval"])
-  fig.savefig(path, format="png", dpi=100)
+  rows = metrics.subset_rows(summary)
+  plots.bars(path, summary["eval"], [n for n, _ in rows],
+             {"accuracy": [r["accuracy"] for _, r in rows]},
+             ylabel="accuracy (%)", rotation=20)

@@ -22,12 +22,12 @@ Legend: N items, D embedding width.
 from collections.abc import Mapping
 from typing import Any
 
-from matplotlib import figure
 import numpy as np
 
 from hardpos_jax import sharding as sharding_lib
 from hardpos_jax.evals import encoding
 from hardpos_jax.evals import metrics
+from hardpos_jax.evals import plots
 from hardpos_jax.evals import scoring
 from tfds_builders.sugar_crepe_pp.sugar_crepe_pp import SUBSETS
 
@@ -89,15 +89,8 @@ def sugar_crepe_pp_flags(scores: np.ndarray) -> dict[str, np.ndarray]:
   Returns:
     {name: bool [N]} for each name in METRICS.
   """
-  scores = np.asarray(scores)
-  if scores.ndim != 2 or scores.shape[1] != 6 or not len(scores):
-    raise ValueError(f"Expected scores of shape [N > 0, 6], got "
-                     f"{scores.shape}")
-  # NaN compares False everywhere and would pass as a silent failure.
-  if not np.isfinite(scores).all():
-    raise ValueError(f"{int((~np.isfinite(scores)).sum())} scores are not "
-                     "finite")
-  s_p1, s_p2, s_n, t_p1_p2, t_p1_n, t_p2_n = scores.T
+  s_p1, s_p2, s_n, t_p1_p2, t_p1_n, t_p2_n = metrics.check_scores(
+      scores, SCORE_COLUMNS).T
   return {"itt": (s_p1 > s_n) & (s_p2 > s_n),
           "tot": (t_p1_p2 > t_p1_n) & (t_p1_p2 > t_p2_n),
           "itt_p1": s_p1 > s_n,
@@ -106,9 +99,7 @@ def sugar_crepe_pp_flags(scores: np.ndarray) -> dict[str, np.ndarray]:
 
 def sugar_crepe_pp_metrics(scores: np.ndarray) -> dict[str, float]:
   """Means of `sugar_crepe_pp_flags` over [N, 6] scores, plus `count`."""
-  flags = sugar_crepe_pp_flags(scores)
-  return {"count": len(scores),
-          **{k: float(v.mean()) for k, v in flags.items()}}
+  return metrics.rates(sugar_crepe_pp_flags(scores))
 
 
 def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
@@ -121,53 +112,25 @@ def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
     {"subsets": {subset: metrics and counts}, "macro": metrics,
     "micro": metrics}.
   """
-  subsets = {
-      name: {**sugar_crepe_pp_metrics(s.scores), "images": s.num_images,
-             "texts": s.num_texts, "text_length": s.text_length,
-             "truncated": s.num_truncated}
-      for name, s in scores.items()
-  }
-  pooled = np.concatenate([s.scores for s in scores.values()])
-  return {"subsets": subsets,
-          "macro": metrics.macro([{k: s[k] for k in ("count", *METRICS)}
-                                  for s in subsets.values()]),
-          "micro": sugar_crepe_pp_metrics(pooled)}
+  return metrics.summarize_subsets(scores, sugar_crepe_pp_metrics)
 
 
 def headline(summary: dict) -> dict[str, float]:
   """The paper's ITT and TOT per subset, and their macro means."""
-  return {f"{name} {_NAMES[k]}": row[k] for name, row in _rows(summary)
+  return {f"{name} {_NAMES[k]}": row[k]
+          for name, row in metrics.subset_rows(summary)
           if name != "micro" for k in ("itt", "tot")}
-
-
-def _rows(summary: dict) -> list[tuple[str, dict]]:
-  return [*summary["subsets"].items(), ("macro", summary["macro"]),
-          ("micro", summary["micro"])]
 
 
 def format_table(summary: dict) -> str:
   """A markdown table of `summary` (from `summarize`), in percent."""
-  lines = ["| subset | items | images | texts | "
-           + " | ".join(_NAMES[k] for k in METRICS) + " |",
-           "|---" * (4 + len(METRICS)) + "|"]
-  for name, row in _rows(summary):
-    lines.append(f"| {name} | {row['count']} | {row.get('images', '')} | "
-                 f"{row.get('texts', '')} | "
-                 + " | ".join(f"{100 * row[k]:.1f}" for k in METRICS) + " |")
-  return "\n".join(lines)
+  return metrics.format_rows(metrics.subset_rows(summary),
+                             {k: _NAMES[k] for k in METRICS})
 
 
 def plot(summary: dict, path: str) -> None:
   """Writes a PNG of ITT and TOT per subset, macro and micro."""
-  rows = _rows(summary)
-  fig = figure.Figure(figsize=(8, 4), layout="constrained")
-  ax = fig.subplots()
-  x = np.arange(len(rows))
-  for offset, key in ((-0.2, "itt"), (0.2, "tot")):
-    ax.bar(x + offset, [100 * r[key] for _, r in rows], 0.4,
-           label=_NAMES[key])
-  ax.set_xticks(x, [n for n, _ in rows], rotation=20, ha="right")
-  ax.set_ylabel("accuracy (%)")
-  ax.set_title(summary["eval"])
-  ax.legend()
-  fig.savefig(path, format="png", dpi=100)
+  rows = metrics.subset_rows(summary)
+  plots.bars(path, summary["eval"], [n for n, _ in rows],
+             {_NAMES[k]: [r[k] for _, r in rows] for k in ("itt", "tot")},
+             ylabel="accuracy (%)", rotation=20)

@@ -39,10 +39,10 @@ numbers made that way; the other numbers use every row.
 
 from collections.abc import Callable, Mapping
 
-from matplotlib import figure
 import numpy as np
 
 from hardpos_jax.evals import metrics
+from hardpos_jax.evals import plots
 from hardpos_jax.evals import scoring
 from tfds_builders.vl_checklist.vl_checklist import CorpusFile
 from tfds_builders.vl_checklist.vl_checklist import FILES
@@ -117,9 +117,7 @@ def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
   first = {name: metrics.accuracy(*s.scores[:FIRST_ROWS].T)
            for name, s in scores.items()}
   pooled = np.concatenate([s.scores for s in scores.values()])
-  files = {name: {**accuracies[name], "images": s.num_images,
-                  "texts": s.num_texts, "text_length": s.text_length,
-                  "truncated": s.num_truncated}
+  files = {name: {**accuracies[name], **s.counts()}
            for name, s in scores.items()}
   return {"files": files, **_aggregate(accuracies),
           "micro": metrics.accuracy(*pooled.T),
@@ -158,16 +156,8 @@ def format_table(summary: dict) -> str:
 def plot(summary: dict, path: str) -> None:
   """Writes a PNG of the accuracy per type, category and overall."""
   rows = [r for r in _rows(summary) if r[2] is not None]
-  fig = figure.Figure(figsize=(10, 4), layout="constrained")
-  ax = fig.subplots()
-  x = np.arange(len(rows))
-  ax.bar(x - 0.2, [100 * r[1]["accuracy"] for r in rows], 0.4,
-         label="every row")
-  ax.bar(x + 0.2, [100 * r[2]["accuracy"] for r in rows], 0.4,
-         label=f"first {FIRST_ROWS} rows per file")
-  ax.axhline(50, color="grey", linewidth=0.8)  # Chance: two captions.
-  ax.set_xticks(x, [r[0] for r in rows], rotation=30, ha="right")
-  ax.set_ylabel("accuracy (%)")
-  ax.set_title(summary["eval"])
-  ax.legend()
-  fig.savefig(path, format="png", dpi=100)
+  plots.bars(path, summary["eval"], [r[0] for r in rows], {
+      "every row": [r[1]["accuracy"] for r in rows],
+      f"first {FIRST_ROWS} rows per file": [r[2]["accuracy"] for r in rows]},
+             figwidth=10, ylabel="accuracy (%)", rotation=30,
+             chance=0.5)  # Chance: two captions.

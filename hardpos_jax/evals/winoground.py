@@ -24,14 +24,14 @@ Legend: N items, M unique images, U unique texts, D embedding width.
 
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
-import hashlib
 from typing import Any
 
-from matplotlib import figure
 import numpy as np
 
 from hardpos_jax import sharding as sharding_lib
 from hardpos_jax.evals import encoding
+from hardpos_jax.evals import metrics
+from hardpos_jax.evals import plots
 from hardpos_jax.evals import scoring
 
 IMAGE_KEYS = ("image_0", "image_1")
@@ -82,10 +82,6 @@ class Items:
   tags: np.ndarray
 
 
-def _text(value: bytes | str) -> str:
-  return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
 def read_items(source: Any, before_chunk: Callable[[], None] = lambda: None
                ) -> Items:
   """Reads a split's ids, captions and tags and finds its unique images.
@@ -97,30 +93,19 @@ def read_items(source: Any, before_chunk: Callable[[], None] = lambda: None
   Returns:
     The `Items`, sorted by id.
   """
-  images, places, texts = {}, [], {}
+  images, texts = scoring.ImageIndex(), {}
   index, image, text, tags = [], [], [], []
   for position, record in scoring.read_records(source, before_chunk):
-    row = []
-    for key in IMAGE_KEYS:
-      digest = hashlib.blake2b(record[key], digest_size=16).digest()
-      if digest not in images:
-        images[digest] = len(images)
-        places.append((position, key))
-      row.append(images[digest])
-    image.append(row)
-    text.append([texts.setdefault(_text(record[k]), len(texts))
+    image.append([images.row(record[k], (position, k)) for k in IMAGE_KEYS])
+    text.append([texts.setdefault(scoring.as_text(record[k]), len(texts))
                  for k in CAPTION_KEYS])
     index.append(int(record[INDEX_KEY]))
-    tags.append(_text(record[TAG_KEY]))
-  order = np.argsort(index, kind="stable")
-  index = np.asarray(index, np.int64)[order]
-  if len(np.unique(index)) != len(index):
-    raise ValueError(f"The split repeats {INDEX_KEY} values, so its items "
-                     "cannot be told apart")
+    tags.append(scoring.as_text(record[TAG_KEY]))
+  order, index = scoring.id_order(index, INDEX_KEY)
   return Items(index=index,
                image=np.asarray(image, np.int64).reshape(-1, 2)[order],
                text=np.asarray(text, np.int64).reshape(-1, 2)[order],
-               images=places, texts=list(texts),
+               images=images.places, texts=list(texts),
                tags=np.asarray(tags, dtype=str)[order])
 
 
@@ -182,15 +167,8 @@ def winoground_flags(scores: np.ndarray) -> dict[str, np.ndarray]:
   Returns:
     {name: bool [N]} for each name in METRICS.
   """
-  scores = np.asarray(scores)
-  if scores.ndim != 2 or scores.shape[1] != 4 or not len(scores):
-    raise ValueError(f"Expected scores of shape [N > 0, 4], got "
-                     f"{scores.shape}")
-  # NaN compares False everywhere and would pass as a silent failure.
-  if not np.isfinite(scores).all():
-    raise ValueError(f"{int((~np.isfinite(scores)).sum())} scores are not "
-                     "finite")
-  c0_i0, c1_i0, c0_i1, c1_i1 = scores.T
+  c0_i0, c1_i0, c0_i1, c1_i1 = metrics.check_scores(scores,
+                                                     SCORE_COLUMNS).T
   text = (c0_i0 > c1_i0) & (c1_i1 > c0_i1)
   image = (c0_i0 > c0_i1) & (c1_i1 > c1_i0)
   return {"text": text, "image": image, "group": text & image}
@@ -198,9 +176,7 @@ def winoground_flags(scores: np.ndarray) -> dict[str, np.ndarray]:
 
 def winoground_metrics(scores: np.ndarray) -> dict[str, float]:
   """Means of `winoground_flags` over [N, 4] scores, plus `count` (N)."""
-  flags = winoground_flags(scores)
-  return {"count": len(scores),
-          **{k: float(v.mean()) for k, v in flags.items()}}
+  return metrics.rates(winoground_flags(scores))
 
 
 def summarize(scores: Mapping[str, WinogroundScores]) -> dict:
@@ -253,15 +229,6 @@ def format_table(summary: dict) -> str:
 def plot(summary: dict, path: str) -> None:
   """Writes a PNG: text, image and group score, overall and per tag."""
   rows = _rows(summary)
-  fig = figure.Figure(figsize=(8, 4), layout="constrained")
-  ax = fig.subplots()
-  x = np.arange(len(rows))
-  for offset, key in zip((-0.27, 0, 0.27), METRICS):
-    ax.bar(x + offset, [100 * r[key] for _, r in rows], 0.27, label=key)
-  ax.axhline(100 / 6, color="grey", linestyle="--", linewidth=1,
-             label="group chance")
-  ax.set_xticks(x, [f"{n} ({r['count']})" for n, r in rows])
-  ax.set_ylabel("%")
-  ax.set_title(summary["eval"])
-  ax.legend()
-  fig.savefig(path, format="png", dpi=100)
+  plots.bars(path, summary["eval"], [f"{n} ({r['count']})" for n, r in rows],
+             {key: [r[key] for _, r in rows] for key in METRICS},
+             chance=1 / 6, chance_label="group chance")

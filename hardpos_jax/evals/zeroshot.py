@@ -29,10 +29,10 @@ import dataclasses
 from typing import Any
 
 import jax
-from matplotlib import figure
 import numpy as np
 
 from hardpos_jax.evals import encoding
+from hardpos_jax.evals import plots
 from hardpos_jax.evals import scoring
 from hardpos_jax.evals import zeroshot_prompts as prompts
 
@@ -217,17 +217,7 @@ def format_table(summary: dict) -> str:
 
 def plot(summary: dict, path: str) -> None:
   """Writes a PNG of the top-k accuracy per task."""
-  rows = list(summary["subsets"].items())
-  fig = figure.Figure(figsize=(6, 4), layout="constrained")
-  ax = fig.subplots()
-  x = np.arange(len(rows))
-  width = 0.8 / len(TOP_K)
-  for i, k in enumerate(TOP_K):
-    ax.bar(x + (i - (len(TOP_K) - 1) / 2) * width,
-           [100 * row[f"top{k}"] for _, row in rows], width, label=f"top-{k}")
-  ax.set_xticks(x, [name for name, _ in rows])
-  ax.set_ylabel("accuracy (%)")
-  ax.set_ylim(0, 100)
-  ax.set_title(summary["eval"])
-  ax.legend()
-  fig.savefig(path, format="png", dpi=100)
+  rows = summary["subsets"]
+  plots.bars(path, summary["eval"], list(rows), {
+      f"top-{k}": [row[f"top{k}"] for row in rows.values()] for k in TOP_K},
+             figwidth=6, ylabel="accuracy (%)", full_scale=True)

@@ -108,15 +108,10 @@ class Aro(common.ManualDataBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
-    features = {
-        "image": tfds.features.Image(encoding_format="jpeg"),
-        # Option 0, the true caption.
-        "caption": tfds.features.Text(),
-        # VG: the item's row in the file; order: ARO's test-case position.
-        "index": tfds.features.Scalar(dtype=np.int64),
-        # As released: relative to images/ (VG) or to manual_dir (order).
-        "image_path": tfds.features.Text(),
-    }
+    # `caption` is option 0, the true caption; `index` the item's row in the
+    # file (VG) or ARO's test-case position (order); `image_path` as
+    # released, relative to images/ (VG) or to manual_dir (order).
+    features = {"image_path": tfds.features.Text()}
     if config.group_key == "relation_name":
       features["relation_name"] = tfds.features.Text()
     elif config.group_key == "attributes":
@@ -130,7 +125,7 @@ class Aro(common.ManualDataBuilder):
     return common.dataset_info(
         self,
         description=__doc__,
-        features=tfds.features.FeaturesDict(features),
+        features=common.item_features(("caption",), **features),
         homepage="https://github.com/mertyg/vision-language-models-are-bows",
         citation="Yuksekgonul et al., When and why vision-language models "
         "behave like bags-of-words, and what to do about it?, ICLR 2023.",
@@ -140,11 +135,7 @@ class Aro(common.ManualDataBuilder):
     manual_dir = pathlib.Path(dl_manager.manual_dir)
     config = self.builder_config
     path = manual_dir / config.file_name
-    rows = common.read_json(path)
-    if not isinstance(rows, list):
-      raise common.DataError(
-          f"{path}: expected a JSON list of rows, got {type(rows).__name__}"
-      )
+    rows = common.read_json_list(path)
     if config.group_key:
       items = ((f"row {i}", (i, row)) for i, row in enumerate(rows))
       make_example = functools.partial(_vg_example, manual_dir / "images",
@@ -155,9 +146,7 @@ class Aro(common.ManualDataBuilder):
       read = functools.lru_cache(maxsize=1)(common.read_image)
       make_example = functools.partial(_order_example, manual_dir, read,
                                        config.seed)
-    return {
-        "test": self._generate_examples("test", path, items, make_example)
-    }
+    return self._test_split(path, items, make_example)
 
 
 def _vg_example(image_dir: pathlib.Path, group_key: str,

@@ -12,7 +12,6 @@ import functools
 import pathlib
 from typing import Any
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders import common
@@ -27,38 +26,23 @@ SUBSETS = (
     "swap_obj",
 )
 
-_MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-manual_dir holds `data/<subset>.json` from github.com/RAIVNLab/sugar-crepe and
-the COCO 2017 validation images in `val2017/` (unzipped
-http://images.cocodataset.org/zips/val2017.zip). See docs/data.md.
-"""
-
 
 class SugarCrepe(common.ManualDataBuilder):
   """SugarCrepe's seven subsets, one config each."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
-  MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
-  BUILDER_CONFIGS = [
-      tfds.core.BuilderConfig(name=subset, description=f"data/{subset}.json")
-      for subset in SUBSETS
-  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = common.file_instructions(
+      "RAIVNLab/sugar-crepe")
+  BUILDER_CONFIGS = common.file_configs(SUBSETS)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return common.dataset_info(
         self,
         description=__doc__,
-        features=tfds.features.FeaturesDict(
-            {
-                "image": tfds.features.Image(encoding_format="jpeg"),
-                "caption": tfds.features.Text(),
-                "hard_negative": tfds.features.Text(),
-                # The key of the item in the released JSON file.
-                "id": tfds.features.Scalar(dtype=np.int64),
-                "filename": tfds.features.Text(),
-            }
-        ),
+        # `id`: the key of the item in the released JSON file.
+        features=common.item_features(("caption", "hard_negative"), "id",
+                                      filename=tfds.features.Text()),
         homepage="https://github.com/RAIVNLab/sugar-crepe",
         citation="Hsieh et al., SugarCrepe: Fixing Hackable Benchmarks for "
         "Vision-Language Compositionality, NeurIPS 2023.",
@@ -66,8 +50,7 @@ class SugarCrepe(common.ManualDataBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = pathlib.Path(dl_manager.manual_dir)
-    path = manual_dir / "data" / f"{self.builder_config.name}.json"
-    items = common.read_json(path)
+    path, items = common.read_config_file(manual_dir, self.builder_config)
     if not isinstance(items, dict):
       raise common.DataError(
           f"{path}: expected a JSON object of id -> item, got"
@@ -77,11 +60,7 @@ class SugarCrepe(common.ManualDataBuilder):
         (f"key {key!r}", (key, value)) for key, value in items.items()
     )
     make_example = functools.partial(_make_example, manual_dir)
-    return {
-        "test": self._generate_examples(
-            "test", path, items_with_keys, make_example
-        )
-    }
+    return self._test_split(path, items_with_keys, make_example)
 
 
 def _make_example(

@@ -17,7 +17,6 @@ import functools
 import pathlib
 from typing import Any
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders import common
@@ -30,40 +29,25 @@ SUBSETS = (
     "swap_obj",
 )
 
-_MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-manual_dir holds `data/<subset>.json` from github.com/Sri-Harsha/scpp and the
-COCO 2017 validation images in `val2017/` (unzipped
-http://images.cocodataset.org/zips/val2017.zip). See docs/data.md.
-"""
-
 
 class SugarCrepePp(common.ManualDataBuilder):
   """SugarCrepe++'s five subsets, one config each."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
-  MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
-  BUILDER_CONFIGS = [
-      tfds.core.BuilderConfig(name=subset, description=f"data/{subset}.json")
-      for subset in SUBSETS
-  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = common.file_instructions("Sri-Harsha/scpp")
+  BUILDER_CONFIGS = common.file_configs(SUBSETS)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return common.dataset_info(
         self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(encoding_format="jpeg"),
-            # P1: SugarCrepe's positive caption.
-            "caption": tfds.features.Text(),
-            # P2: the second positive, other words, same meaning.
-            "caption2": tfds.features.Text(),
-            # N: `negative_caption`.
-            "hard_negative": tfds.features.Text(),
-            # The item's position in the released JSON list.
-            "index": tfds.features.Scalar(dtype=np.int64),
-            "filename": tfds.features.Text(),
-        }),
+        # P1: SugarCrepe's positive caption; P2: the second positive, other
+        # words, same meaning; N: `negative_caption`. `index`: the item's
+        # position in the released JSON list.
+        features=common.item_features(
+            ("caption", "caption2", "hard_negative"),
+            filename=tfds.features.Text()),
         homepage="https://github.com/Sri-Harsha/scpp",
         citation="Dumpala et al., SUGARCREPE++ Dataset: Vision-Language "
         "Model Sensitivity to Semantic and Lexical Alterations, NeurIPS 2024 "
@@ -72,8 +56,7 @@ class SugarCrepePp(common.ManualDataBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = pathlib.Path(dl_manager.manual_dir)
-    path = manual_dir / "data" / f"{self.builder_config.name}.json"
-    items = common.read_json(path)
+    path, items = common.read_config_file(manual_dir, self.builder_config)
     if isinstance(items, dict):
       # SugarCrepe's files have the same names: a root manual_dir holding
       # SugarCrepe lacks SugarCrepe++, which is not a bad SugarCrepe++ file.
@@ -86,9 +69,7 @@ class SugarCrepePp(common.ManualDataBuilder):
           f"{path}: expected a JSON list of items, got {type(items).__name__}")
     rows = ((f"row {i}", (i, item)) for i, item in enumerate(items))
     make_example = functools.partial(_make_example, manual_dir / "val2017")
-    return {
-        "test": self._generate_examples("test", path, rows, make_example)
-    }
+    return self._test_split(path, rows, make_example)
 
 
 def _make_example(images_dir: pathlib.Path,

@@ -28,7 +28,6 @@ import functools
 import pathlib
 from typing import Any
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders import common
@@ -149,21 +148,15 @@ class VlChecklist(common.ManualDataBuilder):
     return common.dataset_info(
         self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(encoding_format="jpeg"),
-            # POS[0] and NEG[0] of the row.
-            "caption": tfds.features.Text(),
-            "hard_negative": tfds.features.Text(),
-            # The row's position in its JSON file (0-based).
-            "index": tfds.features.Scalar(dtype=np.int64),
-            # The CorpusFile's type, source and corpus, e.g.
-            # "Object/Location/center", "swig", "swig_agent".
-            "type": tfds.features.Text(),
-            "source": tfds.features.Text(),
-            "corpus": tfds.features.Text(),
-            # As released: relative to the corpus's image root.
-            "image_path": tfds.features.Text(),
-        }),
+        # `caption` and `hard_negative`: POS[0] and NEG[0] of the row;
+        # `index`: its position in its JSON file (0-based); the CorpusFile's
+        # type, source and corpus, e.g. "Object/Location/center", "swig",
+        # "swig_agent"; `image_path` as released: relative to the corpus's
+        # image root.
+        features=common.item_features(
+            ("caption", "hard_negative"),
+            **{k: tfds.features.Text()
+               for k in ("type", "source", "corpus", "image_path")}),
         homepage="https://github.com/om-ai-lab/VL-CheckList",
         citation="Zhao et al., VL-CheckList: Evaluating Pre-trained "
         "Vision-Language Models with Objects, Attributes and Relations, "
@@ -175,15 +168,9 @@ class VlChecklist(common.ManualDataBuilder):
     files = [f for f in FILES if f.category == self.builder_config.name]
     # Checked up front so that a missing download stops the build before
     # anything is written, as one error that lists every missing part.
-    missing = sorted(
-        {str(manual_dir / f.path) for f in files
-         if not (manual_dir / f.path).is_file()}
-        | {str(manual_dir / f.image_root) for f in files
-           if not (manual_dir / f.image_root).is_dir()})
-    if missing:
-      raise common.MissingDataError(
-          f"vl_checklist/{self.builder_config.name} needs these, missing from"
-          f" manual_dir: {', '.join(missing)} (see docs/data.md)")
+    common.check_present(f"vl_checklist/{self.builder_config.name}",
+                         files=[manual_dir / f.path for f in files],
+                         dirs=[manual_dir / f.image_root for f in files])
     return {
         f.split: self._generate_examples(
             f.split, manual_dir / f.path, _rows(manual_dir / f.path),
@@ -195,11 +182,7 @@ class VlChecklist(common.ManualDataBuilder):
 def _rows(path: pathlib.Path) -> Iterator[tuple[str, tuple[int, Any]]]:
   """Yields `("row i", (i, row))` for the JSON list at `path`, parsed only
   when the split is written, so one file at a time is held in memory."""
-  rows = common.read_json(path)
-  if not isinstance(rows, list):
-    raise common.DataError(
-        f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
-  for i, row in enumerate(rows):
+  for i, row in enumerate(common.read_json_list(path)):
     yield f"row {i}", (i, row)
 
 

@@ -13,12 +13,10 @@ not re-encoded), so models see the pixels the paper's models saw.
 from __future__ import annotations
 
 import functools
-import io
 import pathlib
 from typing import Any
 
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
 from tfds_builders import common
@@ -78,9 +76,7 @@ class Winoground(common.ManualDataBuilder):
             for i, line in enumerate(lines) if line.strip())
     make_example = functools.partial(_make_example, manual_dir / IMAGES_DIR,
                                      set())
-    return {
-        "test": self._generate_examples("test", path, rows, make_example)
-    }
+    return self._test_split(path, rows, make_example)
 
 
 def _make_example(images_dir: pathlib.Path, seen: set[int],
@@ -101,30 +97,8 @@ def _make_example(images_dir: pathlib.Path, seen: set[int],
   }
   for i, name in enumerate(names):
     example[f"image_{i}_name"] = name
-    example[f"image_{i}"] = _read_image(
-        common.manual_path(images_dir, name + IMAGE_SUFFIX))
+    example[f"image_{i}"] = common.read_image(
+        common.manual_path(images_dir, name + IMAGE_SUFFIX), as_released=True)
   seen.add(item_id)
   return item_id, example
 
-
-def _read_image(path: pathlib.Path) -> bytes:
-  """The file's bytes, once PIL has decoded the whole image.
-
-  Raises:
-    DataError: the file is missing, empty or not a readable image.
-  """
-  try:
-    data = path.read_bytes()
-  except FileNotFoundError as e:
-    raise common.DataError(f"image {path} does not exist") from e
-  except OSError as e:
-    raise common.DataError(f"image {path} cannot be read: {e}") from e
-  if not data:
-    raise common.DataError(f"image {path} is empty (0 bytes)")
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      image.load()  # Decodes everything, so truncated files fail here.
-  # As common.read_image: PIL's ways of reporting undecodable data.
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise common.DataError(f"image {path} is not a readable image: {e}") from e
-  return data
