@@ -3,6 +3,7 @@
     model = hardpos_jax.load("ViT-B-32.pt")           # OpenAI / open_clip file
     model = hardpos_jax.load("clip-vit-base-patch32")  # HF CLIPModel directory
     model = hardpos_jax.load("workdir")                # orbax params/workdir
+    model = hardpos_jax.load("workdir", step="best")   # its selected step
     zimg = model.encode_image(model.preprocess(images))   # [N, E]
     ztxt = model.encode_text(["a photo of a cat"])        # [T, E]
     model.export("hf", "out_dir")
@@ -110,14 +111,15 @@ def _hf_vocab(path: str) -> str | None:
   return None
 
 
-def load_params(path: str, *, step: int | None = None,
+def load_params(path: str, *, step: int | str | None = None,
                 quick_gelu: bool = True) -> tuple[dict, Any]:
   """Reads any supported checkpoint's (model config, Flax params).
 
   Args:
     path: an OpenAI/open_clip weights file (.pt/.pth/.bin/.safetensors), a HF
       `CLIPModel` directory, a `flax` export or a training workdir.
-    step: a training workdir's step; default: its latest complete one.
+    step: a training workdir's step, or "best": the step its trainer kept
+      by `config.select_metric`; default: its latest complete one.
     quick_gelu: activation for OpenAI-key files (see convert.config_from_openai).
 
   Returns:
@@ -156,8 +158,8 @@ def load_tokenizer(path: str, config: dict,
   return tok
 
 
-def load(path: str, vocab: str | None = None, *, step: int | None = None,
-         quick_gelu: bool = True) -> Model:
+def load(path: str, vocab: str | None = None, *,
+         step: int | str | None = None, quick_gelu: bool = True) -> Model:
   """Loads any supported checkpoint as a `Model`.
 
   `path`, `step` and `quick_gelu` are `load_params`'s, `vocab` is

@@ -6,6 +6,10 @@ loss's PRNG key; `meta` (JSON) the model config, the global batch size and
 the seed. The input position is the step itself: the data order is a pure
 function of (seed, step, global batch size), see data/input_pipeline.py.
 
+Best: `<workdir>/best/<step>/{params,meta,metrics}`, a second manager that
+keeps only the evaluated step with the best `config.select_metric` (model
+selection); `restore_params(workdir, step="best")` reads it.
+
 Flax export: a directory with `model_config.json` and `params/` (an orbax
 StandardCheckpointer tree of float32 params).
 """
@@ -25,6 +29,8 @@ from hardpos_jax import preemption
 
 MODEL_CONFIG = "model_config.json"
 CHECKPOINTS = "checkpoints"
+# The best step's folder under the workdir, and the `step` that names it.
+BEST = "best"
 
 
 def is_flax_checkpoint(path: str) -> bool:
@@ -50,8 +56,25 @@ def save_params(path: str, config: dict, params: Any) -> None:
                     json.dumps(config, indent=2))
 
 
-def workdir_step(workdir: str, step: int | None = None) -> int:
-  """`step` if the workdir has it complete, else its latest complete step."""
+def best_step(workdir: str) -> int | None:
+  """The step of the workdir's best checkpoint; None when it keeps none."""
+  if not os.path.isdir(os.path.join(os.path.abspath(workdir), BEST)):
+    return None  # Checked first: opening a manager would create the folder.
+  with create_best_manager(workdir) as mngr:
+    return mngr.best_step()
+
+
+def workdir_step(workdir: str, step: int | str | None = None) -> int:
+  """`step` if the workdir has it complete, else its latest complete step;
+  `step="best"`: its best step (`best_step`)."""
+  if step == BEST:
+    best = best_step(workdir)
+    if best is None:
+      raise FileNotFoundError(
+          f"{workdir}: no best checkpoint in {BEST}/; the trainer keeps one "
+          "when config.select_metric names a result of config.evals (e.g. "
+          "--config.select_metric=synthetic/replace_macro/augmented)")
+    return best
   with create_manager(workdir, save_every=1, keep=None) as mngr:
     steps = sorted(mngr.all_steps())
   if not steps or (step is not None and step not in steps):
@@ -61,23 +84,35 @@ def workdir_step(workdir: str, step: int | None = None) -> int:
   return steps[-1] if step is None else step
 
 
-def restore_params(path: str, step: int | None = None) -> tuple[dict, Any]:
+def _restore_item(mngr: ocp.CheckpointManager, step: int,
+                  item: str) -> tuple[dict, Any]:
+  """(model config, `item`) of `step`."""
+  restored = mngr.restore(step, args=ocp.args.Composite(**{
+      item: ocp.args.StandardRestore(), "meta": ocp.args.JsonRestore()}))
+  return restored.meta["model"], restored[item]
+
+
+def restore_params(path: str,
+                   step: int | str | None = None) -> tuple[dict, Any]:
   """(model config, params) of an export dir, or of a workdir's `step`
-  (default: its latest complete checkpoint)."""
+  (default: its latest complete checkpoint; "best": its best one)."""
   path = os.path.abspath(path)
   if os.path.isfile(os.path.join(path, MODEL_CONFIG)):
     with open(os.path.join(path, MODEL_CONFIG)) as f:
       config = json.load(f)
     with ocp.StandardCheckpointer() as ckptr:
       return config, ckptr.restore(os.path.join(path, "params"))
+  if step == BEST:
+    step = workdir_step(path, BEST)
+    with create_best_manager(path) as mngr:
+      return _restore_item(mngr, step, "params")
   with create_manager(path, save_every=1, keep=None) as mngr:
     step = mngr.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"{path}: no complete checkpoint in "
                               f"{CHECKPOINTS}/")
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-  return restored.meta["model"], restored.state["params"]
+    config, state = _restore_item(mngr, step, "state")
+  return config, state["params"]
 
 
 class _ClockedManager(ocp.CheckpointManager):
@@ -90,6 +125,22 @@ class _ClockedManager(ocp.CheckpointManager):
   def reached_preemption(self, step: int) -> bool:
     del step  # The clock also counts evaluation batches; see preemption.py.
     return self._clock.reached()
+
+
+def _open(directory: str, item_names: tuple[str, ...], *,
+          timeout_secs: int, clock: preemption.Clock | None,
+          **options) -> ocp.CheckpointManager:
+  """A manager of `directory` on the commit-file protocol (`create_manager`)
+  with `options` (`ocp.CheckpointManagerOptions`' keywords)."""
+  options = ocp.CheckpointManagerOptions(
+      create=True, atomicity_options=ocp.options.AtomicityOptions(
+          mode=ocp.options.AtomicityMode.COMMIT_FILE),
+      async_options=ocp.AsyncOptions(timeout_secs=timeout_secs), **options)
+  if clock is None:
+    return ocp.CheckpointManager(directory, options=options,
+                                 item_names=item_names)
+  return _ClockedManager(directory, options=options, item_names=item_names,
+                         clock=clock)
 
 
 def create_manager(workdir: str, *, save_every: int, keep: int | None,
@@ -114,17 +165,82 @@ def create_manager(workdir: str, *, save_every: int, keep: int | None,
     clock: the training run's preemption clock; None (reading only) keeps
       orbax's check-in with the step.
   """
-  options = ocp.CheckpointManagerOptions(
-      save_interval_steps=save_every, max_to_keep=keep, create=True,
-      atomicity_options=ocp.options.AtomicityOptions(
-          mode=ocp.options.AtomicityMode.COMMIT_FILE),
-      async_options=ocp.AsyncOptions(timeout_secs=timeout_secs))
-  directory = os.path.join(os.path.abspath(workdir), CHECKPOINTS)
-  if clock is None:
-    return ocp.CheckpointManager(directory, options=options,
-                                 item_names=("state", "meta"))
-  return _ClockedManager(directory, options=options,
-                         item_names=("state", "meta"), clock=clock)
+  return _open(os.path.join(os.path.abspath(workdir), CHECKPOINTS),
+               ("state", "meta"), timeout_secs=timeout_secs, clock=clock,
+               save_interval_steps=save_every, max_to_keep=keep)
+
+
+def _score(metrics: dict) -> float:
+  """Higher is better: the mode travels with each step's metrics, so that
+  a reader (`best_step`) needs no config to rank them."""
+  return metrics["value"] if metrics["mode"] == "max" else -metrics["value"]
+
+
+def create_best_manager(workdir: str, *, metric: str | None = None,
+                        mode: str | None = None, timeout_secs: int = 1200,
+                        clock: preemption.Clock | None = None
+                        ) -> ocp.CheckpointManager:
+  """The manager of `<workdir>/best`: orbax keeps the one step whose
+  `_score` is highest (`save_best`), on `create_manager`'s protocol.
+
+  Args:
+    workdir: the training workdir.
+    metric, mode: what the trainer will offer steps by; a workdir whose best
+      step was chosen otherwise is an error. None: reading only.
+    timeout_secs, clock: as `create_manager`'s.
+
+  Raises:
+    ValueError: the best step was chosen by another metric or mode.
+  """
+  directory = os.path.join(os.path.abspath(workdir), BEST)
+  # A step without metrics (damaged) must not outlive the next save.
+  mngr = _open(directory, ("params", "meta"), timeout_secs=timeout_secs,
+               clock=clock, max_to_keep=1, best_fn=_score, best_mode="max",
+               keep_checkpoints_without_metrics=False)
+  best = mngr.best_step()
+  if metric is not None and best is not None:
+    chosen = mngr.metrics(best)
+    if (chosen["metric"], chosen["mode"]) != (metric, mode):
+      mngr.close()
+      raise ValueError(
+          f"{directory} holds step {best}, the best by {chosen['metric']} "
+          f"({chosen['mode']}); this run selects by {metric} ({mode}). Move "
+          f"{directory} aside or keep config.select_metric and select_mode.")
+  return mngr
+
+
+def save_best(mngr: ocp.CheckpointManager, step: int, params: Any,
+              meta: dict, *, metric: str, mode: str,
+              value: float) -> tuple[int, float]:
+  """Offers `step`'s params with its `metric` `value`; orbax keeps the best.
+
+  All processes must call it (orbax saves are collective). The save is
+  waited for: the caller reads the best value back, and evaluations are
+  rare.
+
+  Args:
+    mngr: from `create_best_manager`.
+    step: the evaluated step.
+    params: its params.
+    meta: its meta (`meta["model"]` is the model config).
+    metric: the metric's name.
+    mode: "max" or "min", which `value` is best.
+    value: the step's metric.
+
+  Returns:
+    (best step, its value), this one included.
+  """
+  # A step evaluated again (a restart redoes an evaluation whose reports are
+  # missing) may be here already, and orbax refuses to save a step twice.
+  if step not in mngr.all_steps():
+    # force: orbax would skip a step older than the one kept.
+    mngr.save(step, force=True,
+              args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                      meta=ocp.args.JsonSave(meta)),
+              metrics={"metric": metric, "mode": mode, "value": value})
+    mngr.wait_until_finished()
+  best = mngr.best_step()
+  return best, mngr.metrics(best)["value"]
 
 
 def _state_items(state: Any) -> dict:

@@ -4,7 +4,9 @@
 call it directly); `main` only parses flags, hides GPUs from TF, joins the
 distributed runtime and calls it. Starting on a workdir with checkpoints
 resumes from the newest one that restores, on exactly the batch the
-interrupted run would have seen next.
+interrupted run would have seen next. With `config.select_metric` set, each
+evaluated step is offered to `<workdir>/best`, which keeps the best one
+(`hardpos_jax.load(workdir, step="best")`).
 """
 
 import json
@@ -24,7 +26,6 @@ import jax
 from jax.experimental import multihost_utils
 import ml_collections
 from ml_collections import config_flags
-import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -36,6 +37,7 @@ from hardpos_jax import evals
 from hardpos_jax import preemption
 from hardpos_jax import sharding
 from hardpos_jax import tokenizer as tokenizer_lib
+from hardpos_jax import train_evals
 from hardpos_jax import train_step as ts
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.models import clip
@@ -155,36 +157,6 @@ def _check_sigterm_handler(last_saved: int | None) -> None:
         f"(step {last_saved}) is intact.")
 
 
-def _eval_names(config: ml_collections.ConfigDict) -> list[str]:
-  return [n for n in config.evals.split(",") if n]
-
-
-def run_evals(config: ml_collections.ConfigDict, encoders: evals.Encoders,
-              params: Any, tokenizer: tokenizer_lib.Tokenizer,
-              out_dir: str) -> dict[str, float]:
-  """The configured evaluators on `params`; returns flat scalar summaries."""
-  summaries = evals.evaluate(
-      encoders, params, tokenizer, _eval_names(config), out_dir=out_dir,
-      data_dir=config.eval_data_dir or config.input.data_dir)
-  evals.show(summaries)
-  return {k: v for summary in summaries.values()
-          for k, v in evals.scalars(summary).items()}
-
-
-def _eval_due(config: ml_collections.ConfigDict, step: int,
-              total_steps: int) -> bool:
-  return step == total_steps or bool(
-      config.eval_every and step % config.eval_every == 0)
-
-
-def _evaluated(config: ml_collections.ConfigDict, out_dir: str) -> bool:
-  """Whether every configured eval's summary is in `out_dir` (process 0's
-  view, shared so that all processes decide alike)."""
-  done = all(os.path.exists(os.path.join(out_dir, f"{s.evaluator.name}.json"))
-             for s in evals.registry.select(_eval_names(config)))
-  return bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
-
-
 def check_sizes(config: ml_collections.ConfigDict) -> None:
   """The pipeline must make what the model takes; says which keys differ.
 
@@ -212,7 +184,8 @@ def check_sizes(config: ml_collections.ConfigDict) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> ts.TrainState:
   """Trains (resuming from `workdir` if it has checkpoints), evaluating every
-  `eval_every` steps and at the end.
+  `eval_every` steps and at the end, and keeping the best evaluated step by
+  `config.select_metric` in `<workdir>/best`.
 
   A run resumed at a step whose evaluation a preemption cut short evaluates
   it first. Restarting a finished run evaluates only what is missing.
@@ -221,8 +194,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     preemption.Preempted: after saving at the point all hosts agreed on, a
       training step or a batch of an evaluation.
     FloatingPointError: a loss became NaN/inf; the last checkpoint is intact.
+    ValueError: `config.select_metric` is not among the evaluation results.
   """
   check_sizes(config)
+  train_evals.check_selection(config)
   workdir = os.path.abspath(workdir)
   lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -256,7 +231,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   with checkpoint.create_manager(
       workdir, save_every=config.checkpoint_every,
       keep=config.keep_checkpoints,
-      timeout_secs=config.checkpoint_timeout_secs, clock=clock) as mngr:
+      timeout_secs=config.checkpoint_timeout_secs, clock=clock) as mngr, (
+          train_evals.best_manager(config, workdir, clock)) as best_mngr:
     restored = checkpoint.restore_latest(mngr, state)
     if restored is not None:
       state, saved_meta = restored
@@ -284,12 +260,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
     def evaluate_at(step: int, state: ts.TrainState,
                     last_saved: int | None) -> None:
-      """Evaluates `state` (at `step`); at a preemption point inside, saves
-      it unless `last_saved` is `step` already, and stops."""
+      """Evaluates `state` (at `step`) and offers it to the best checkpoint;
+      at a preemption point inside, saves it unless `last_saved` is `step`
+      already, and stops."""
       out_dir = os.path.join(workdir, "eval", str(step))
       try:
-        writer.write_scalars(step, run_evals(config, encoders, state.params,
-                                             tokenizer, out_dir))
+        scalars = train_evals.run_evals(config, encoders, state.params,
+                                        tokenizer, out_dir)
       except preemption.Preempted:
         if last_saved != step:
           checkpoint.save(mngr, step, state, meta, force=True)
@@ -297,9 +274,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         raise preemption.Preempted(
             f"Preempted during the evaluation of step {step}; saved step "
             f"{step} in {workdir}") from None
+      writer.write_scalars(step, scalars)
+      if best_mngr is not None:
+        train_evals.select_best(config, best_mngr, step, state.params, meta,
+                                scalars, writer)
 
-    if (restored is not None and _eval_due(config, start, total_steps)
-        and not _evaluated(config, os.path.join(workdir, "eval", str(start)))):
+    if (restored is not None
+        and train_evals.eval_due(config, start, total_steps)
+        and not train_evals.evaluated(
+            config, os.path.join(workdir, "eval", str(start)))):
       console.say(f"Evaluating step {start} first: its evaluation did not "
                   "finish.")
       evaluate_at(start, state, last_saved)
@@ -338,7 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         raise preemption.Preempted(
             f"Preempted; saved step {done} in {workdir}")
       _check_sigterm_handler(last_saved)
-      if _eval_due(config, done, total_steps):
+      if train_evals.eval_due(config, done, total_steps):
         if done == total_steps:
           mngr.wait_until_finished()  # Saved before a long final evaluation.
         evaluate_at(done, state, last_saved)

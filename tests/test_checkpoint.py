@@ -1,4 +1,7 @@
-"""The trainer's checkpoint manager: preemption clock and restore checks."""
+"""The trainer's checkpoint managers: preemption clock, restore checks and
+the best step."""
+
+import re
 
 import jax
 import numpy as np
@@ -65,3 +68,48 @@ def test_restore_latest_round_trip_and_shape_check(tmp_path):
   # Nothing is set aside when no step restores (say, the config changed).
   assert (tmp_path / "checkpoints" / "7").is_dir()
 
+
+
+@pytest.fixture(scope="module")
+def params():
+  return jax.tree.map(np.asarray, tiny.init_params())
+
+
+def _params_of(params, step):
+  """Params that differ from step to step."""
+  return jax.tree.map(lambda x: x + step, params)
+
+
+def _offer(mngr, params, step, value, mode):
+  return checkpoint.save_best(
+      mngr, step, _params_of(params, step), {"model": tiny.model_config()},
+      metric="m", mode=mode, value=value)
+
+
+@pytest.mark.parametrize("mode, best", [("max", 2), ("min", 4)])
+def test_best_manager_keeps_the_best_step(tmp_path, params, mode, best):
+  workdir = str(tmp_path)
+  values = {2: 0.3, 4: 0.1, 6: 0.2}
+  with checkpoint.create_best_manager(workdir, metric="m", mode=mode) as mngr:
+    for step, value in values.items():
+      standing = _offer(mngr, params, step, value, mode)
+    assert standing == (best, values[best])
+    # Offered again (a restart redoes its evaluation): no duplicate step.
+    assert _offer(mngr, params, best, values[best], mode) == standing
+    assert mngr.all_steps() == [best]
+  assert checkpoint.best_step(workdir) == best
+  assert checkpoint.workdir_step(workdir, "best") == best
+  config, restored = checkpoint.restore_params(workdir, step="best")
+  assert config == tiny.model_config()
+  jax.tree.map(np.testing.assert_array_equal, restored,
+               _params_of(params, best))
+  with pytest.raises(ValueError, match="best by m .*selects by other"):
+    checkpoint.create_best_manager(workdir, metric="other", mode=mode)
+
+
+def test_missing_best_says_how_to_keep_one(tmp_path):
+  with pytest.raises(FileNotFoundError,
+                     match=f"{re.escape(str(tmp_path))}.*config.select_metric"):
+    checkpoint.restore_params(str(tmp_path), step="best")
+  assert checkpoint.best_step(str(tmp_path)) is None
+  assert not (tmp_path / checkpoint.BEST).exists()  # Reading creates nothing.

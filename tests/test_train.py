@@ -1,4 +1,5 @@
-"""The trainer: demo recipe end to end, eval schedule, exact resume, NaN, flags.
+"""The trainer: demo recipe end to end, eval schedule, exact resume, NaN, flags,
+the best checkpoint.
 
 SIGTERM and other faults are tests/faults/, on real subprocesses.
 """
@@ -8,16 +9,22 @@ import os
 import subprocess
 import sys
 
+from clu import metric_writers
 import flax.traverse_util
+import jax
 import numpy as np
 import pytest
 
 from configs import pos_neg
 from hardpos_jax import checkpoint
+from hardpos_jax import evaluate
 from hardpos_jax import train
+from hardpos_jax import train_evals
 from hardpos_jax.data import input_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The demo recipe's selection metric, with its tiny evaluation.
+SELECT = "synthetic_tiny/replace_macro/augmented"
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +86,13 @@ def test_evaluations_run_once_each_and_restarts_fill_gaps(data_dir, tmp_path,
   finished run evaluates only the missing reports (after a preemption cut
   one short)."""
   evaluated = []
-  run = train.run_evals
+  run = train_evals.run_evals
 
   def spy(config, encoders, params, tokenizer, out_dir):
     evaluated.append(int(os.path.basename(out_dir)))
     return run(config, encoders, params, tokenizer, out_dir)
 
-  monkeypatch.setattr(train, "run_evals", spy)
+  monkeypatch.setattr(train_evals, "run_evals", spy)
   config = tiny_config(data_dir, total_steps=4, eval_every=2,
                        evals="synthetic_tiny")
   train.train_and_evaluate(config, str(tmp_path))
@@ -96,6 +103,85 @@ def test_evaluations_run_once_each_and_restarts_fill_gaps(data_dir, tmp_path,
   train.train_and_evaluate(config, str(tmp_path))
   assert evaluated == [2, 4, 4]
   assert (tmp_path / "eval" / "4" / "synthetic_tiny.json").exists()
+  # The best step is the one whose report has the best select_metric.
+  value = {}
+  for step in (2, 4):
+    with open(tmp_path / "eval" / str(step) / "synthetic_tiny.json") as f:
+      value[step] = json.load(f)["replace_macro"]["augmented"]
+  assert value[checkpoint.best_step(str(tmp_path))] == max(value.values())
+
+
+def _record_scalars(monkeypatch):
+  """{step: scalars} the run's metric writer receives."""
+  rows = {}
+  create = metric_writers.create_default_writer
+
+  def recording(*args, **kwargs):
+    writer = create(*args, **kwargs)
+    write = writer.write_scalars
+
+    def write_scalars(step, scalars):
+      rows.setdefault(step, {}).update(scalars)
+      write(step, scalars)
+
+    writer.write_scalars = write_scalars
+    return writer
+
+  monkeypatch.setattr(metric_writers, "create_default_writer", recording)
+  return rows
+
+
+def test_best_checkpoint_is_the_best_evaluated_step(data_dir, tmp_path,
+                                                    monkeypatch, capsys):
+  """Scripted results, 0.3 at step 2 and 0.1 at step 4: the best is step 2,
+  for `restore_params` and `evaluate --step=best`. (Restarts: the test
+  above, and tests/test_checkpoint.py.)"""
+
+  def scripted(config, encoders, params, tokenizer, out_dir):
+    del config, encoders, params, tokenizer
+    step = int(os.path.basename(out_dir))
+    return {SELECT: {2: 0.3, 4: 0.1}[step], "synthetic_tiny/other": 1.0}
+
+  monkeypatch.setattr(train_evals, "run_evals", scripted)
+  rows = _record_scalars(monkeypatch)
+  config = tiny_config(data_dir, total_steps=4, eval_every=2,
+                       evals="synthetic_tiny")
+  assert config.select_metric == SELECT and config.select_mode == "max"
+  workdir = str(tmp_path)
+  train.train_and_evaluate(config, workdir)
+  assert checkpoint.best_step(workdir) == 2
+  assert (f"step 4: {SELECT} 0.100 (best 0.300 at step 2)"
+          in capsys.readouterr().out)
+  assert rows[2][f"select/{SELECT}"] == rows[2]["select/best"] == 0.3
+  assert rows[4][f"select/{SELECT}"] == 0.1 and rows[4]["select/best"] == 0.3
+  _, best = checkpoint.restore_params(workdir, step="best")
+  _, two = checkpoint.restore_params(workdir, step=2)
+  jax.tree.map(np.testing.assert_array_equal, best, two)
+  summaries = evaluate.run(workdir=workdir, step="best",
+                           evals=["synthetic_tiny"], data_dir=data_dir,
+                           batch_size=64)
+  assert list(summaries) == [f"{tmp_path.name}@2"]
+  assert (tmp_path / "eval" / "2" / "synthetic_tiny.json").exists()
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"select_metric": "sugar_crepe/macro/accuracy"},
+     "'sugar_crepe' evaluation, which config.evals='synthetic_tiny'"),
+    ({"select_mode": "best"}, "config.select_mode='best'"),
+])
+def test_selection_is_checked_before_training(data_dir, tmp_path, overrides,
+                                              needle):
+  config = tiny_config(data_dir, evals="synthetic_tiny", **overrides)
+  with pytest.raises(ValueError, match=needle):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not os.listdir(tmp_path)  # Nothing written.
+
+
+def test_select_metric_missing_from_results_lists_them(data_dir):
+  """Say the selection scored a subset without it."""
+  with pytest.raises(ValueError, match=r"results: \['synthetic_tiny/swap/"):
+    train_evals.select_best(tiny_config(data_dir), None, 2, {}, {},
+                      {"synthetic_tiny/swap/augmented": 0.5}, None)
 
 
 class _Interrupt(Exception):
