@@ -126,30 +126,8 @@ def read_gallery(source: Any, spec: CaptionedImages,
       texts=list(texts))
 
 
-@dataclasses.dataclass(frozen=True)
-class RetrievalScores:
-  """Ranks of a split's images and captions as queries.
-
-  Attributes:
-    index: int64 [M] image ids, ascending.
-    scores: int64 [M, 1 + K] per image (SCORE_COLUMNS): its rank among the
-      captions, then each of its captions' ranks among the images.
-    num_images: M.
-    num_texts: U, caption texts encoded.
-    text_length: L.
-    num_truncated: captions cut to the model's context.
-  """
-
-  index: np.ndarray
-  scores: np.ndarray
-  num_images: int
-  num_texts: int
-  text_length: int
-  num_truncated: int
-
-
 def score_split(encoders: encoding.Encoders, params: Any, tokenizer: Any,
-                source: Any, subset: str) -> RetrievalScores:
+                source: Any, subset: str) -> scoring.SplitScores:
   """Ranks every image against every caption of a split, and back.
 
   Args:
@@ -160,7 +138,9 @@ def score_split(encoders: encoding.Encoders, params: Any, tokenizer: Any,
     subset: its DATASETS row.
 
   Returns:
-    The `RetrievalScores`.
+    The `SplitScores`; its `scores` are int64 [M, 1 + K] ranks per image
+    (SCORE_COLUMNS): its rank among the captions, then each of its
+    captions' ranks among the images.
   """
   gallery = read_gallery(source, DATASETS[subset], encoders.before_batch)
   params = jax.device_put(params, encoders.replicated)
@@ -173,7 +153,7 @@ def score_split(encoders: encoding.Encoders, params: Any, tokenizer: Any,
   zcap = ztxt[gallery.captions.reshape(-1)]
   i2t = scoring.rank_gallery(encoders, zimg, images, zcap, owners).rivals
   t2i = scoring.rank_gallery(encoders, zcap, owners, zimg, images).rivals
-  return RetrievalScores(
+  return scoring.SplitScores(
       index=gallery.index,
       scores=np.column_stack([i2t, t2i.reshape(-1, CAPTIONS_PER_IMAGE)]),
       num_images=len(zimg), num_texts=len(ztxt), text_length=length,
@@ -185,7 +165,7 @@ def recall(ranks: np.ndarray) -> dict[str, float]:
   return {f"recall@{k}": float((ranks < k).mean()) for k in RECALL_AT}
 
 
-def summarize(scores: Mapping[str, RetrievalScores]) -> dict:
+def summarize(scores: Mapping[str, scoring.SplitScores]) -> dict:
   """Recall@k both ways per subset.
 
   Args:

@@ -116,29 +116,19 @@ def read_labels(source: Any, label_key: str, num_classes: int,
 
 
 @dataclasses.dataclass(frozen=True)
-class ZeroShotScores:
-  """A split's zero-shot predictions.
+class ZeroShotScores(scoring.SplitScores):
+  """A split's zero-shot predictions: `scoring.SplitScores` whose `index` is
+  each image's source position and `scores` int64 [N, 3] per image
+  (SCORE_COLUMNS): its label, the best class and the label's rank;
+  `num_texts` is C * P prompts.
 
   Attributes:
-    index: int64 [N] each image's source position.
-    scores: int64 [N, 3] per image (SCORE_COLUMNS): its label, the best
-      class and the label's rank.
-    num_images: N.
-    num_texts: C * P, prompts encoded.
     num_classes: C.
     num_templates: P.
-    text_length: L.
-    num_truncated: prompts cut to the model's context.
   """
 
-  index: np.ndarray
-  scores: np.ndarray
-  num_images: int
-  num_texts: int
-  num_classes: int
-  num_templates: int
-  text_length: int
-  num_truncated: int
+  num_classes: int = 0
+  num_templates: int = 0
 
 
 def score_split(encoders: encoding.Encoders, params: Any, tokenizer: Any,
