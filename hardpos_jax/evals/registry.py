@@ -16,6 +16,8 @@ Names (EVALUATORS):
                    per corpus file (TFDS `vl_checklist`, manual)
   retrieval_coco   COCO 5k (Karpathy test) image<->text Recall@1/5/10
                    (TFDS `coco_captions/2014`)
+  retrieval_coco_val  the same on Karpathy's 5k validation images, for
+                   model selection
   zeroshot_cifar10, zeroshot_cifar100, zeroshot_imagenet
                    zero-shot top-1/top-5 with OpenAI's prompt ensembles
                    (TFDS `cifar10`, `cifar100`, `imagenet2012`, manual)
@@ -152,6 +154,8 @@ EVALUATORS = {
                               vl_checklist.benchmark_splits()),
     "retrieval_coco": Evaluator("retrieval_coco", "retrieval",
                                 retrieval.benchmark_splits("coco_5k")),
+    "retrieval_coco_val": Evaluator("retrieval_coco_val", "retrieval",
+                                    retrieval.benchmark_splits("coco_val")),
     **{f"zeroshot_{task}": Evaluator(f"zeroshot_{task}", "zeroshot",
                                      zeroshot.benchmark_splits(task))
        for task in zeroshot.TASKS},

@@ -67,6 +67,10 @@ class CaptionedImages:
 DATASETS = {
     "coco_5k": CaptionedImages("coco_captions/2014", "test", "image/id",
                                "captions", "text"),
+    # Karpathy's 5k validation images: what NegCLIP and the paper choose
+    # their epoch by (model selection), never the test split.
+    "coco_val": CaptionedImages("coco_captions/2014", "val", "image/id",
+                                "captions", "text"),
 }
 
 
