@@ -20,6 +20,7 @@ are printed.
 import json
 import os
 import pathlib
+import sys
 import time
 
 from absl import app
@@ -31,6 +32,9 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks.photos import photo_like
 from hardpos_jax.data import input_pipeline
 from hardpos_jax.tokenizer import Tokenizer
 from tfds_builders.coco_hard_pos_neg import layout
@@ -54,20 +58,6 @@ _COCO_IMAGES = flags.DEFINE_integer("coco_images", 300, "Fixture images.")
 _CAPTIONS_PER_IMAGE = 5  # as COCO
 
 
-def _photo_like(rng: np.random.Generator, height: int = 480,
-                width: int = 640) -> np.ndarray:
-  """uint8 [H, W, 3] 1/f^2.4 noise: natural-image statistics, so its JPEG is
-  about as large as a COCO photo's (~160 KB at 640x480)."""
-  fy, fx = np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :]
-  f = np.maximum(np.sqrt(fx**2 + fy**2), 1 / max(height, width))
-  channels = []
-  for _ in range(3):
-    spectrum = rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)
-    x = np.fft.irfft2(spectrum / f**1.2, s=(height, width))
-    channels.append((x - x.mean()) / x.std())
-  return np.clip(128 + 50 * np.stack(channels, -1), 0, 255).astype(np.uint8)
-
-
 def write_coco_fixture(manual_dir: pathlib.Path, num_images: int) -> None:
   """COCO train2017 layout with photo-like 640x480 JPEGs, 5 captions each."""
   rng = np.random.default_rng(0)
@@ -75,7 +65,7 @@ def write_coco_fixture(manual_dir: pathlib.Path, num_images: int) -> None:
   images, annotations = [], []
   for image_id in range(num_images):
     name = f"{image_id:012d}.jpg"
-    Image.fromarray(_photo_like(rng)).save(
+    Image.fromarray(photo_like(rng)).save(
         manual_dir / layout.IMAGE_DIR / name, quality=90)
     images.append({"id": image_id, "file_name": name})
     for k in range(_CAPTIONS_PER_IMAGE):

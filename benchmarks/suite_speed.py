@@ -63,6 +63,7 @@ import tensorflow_datasets as tfds
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks.photos import photo_like
 from hardpos_jax import evals
 from hardpos_jax import sharding
 from hardpos_jax.evals import encoding
@@ -139,22 +140,6 @@ _CAPTIONS = flags.DEFINE_string(
 
 
 # ------------------------------------------------------------ the images ---
-
-
-def photo_like(rng: np.random.Generator, width: int = IMAGE_SIZE[0],
-               height: int = IMAGE_SIZE[1]) -> np.ndarray:
-  """uint8 [H, W, 3] noise with a 1/f^1.2 amplitude spectrum: natural-image
-  statistics, so its JPEG is about a COCO photo's size (as
-  input_pipeline_speed.py's `_photo_like`, whose module defines flags of the
-  same names as this one's, so it is not imported)."""
-  fy, fx = np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :]
-  f = np.maximum(np.sqrt(fx**2 + fy**2), 1 / max(height, width))
-  channels = []
-  for _ in range(3):
-    spectrum = rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)
-    x = np.fft.irfft2(spectrum / f**1.2, s=(height, width))
-    channels.append((x - x.mean()) / x.std())
-  return np.clip(128 + 50 * np.stack(channels, -1), 0, 255).astype(np.uint8)
 
 
 class Pictures:
